@@ -1,0 +1,166 @@
+"""Build one wheel from one sdist; runs *inside* the sandbox, offline.
+
+Everything it uses is handed in read-only under /inputs by the pipeline:
+
+    /inputs/sdist/<sdist>        the fixed-output source archive
+    /inputs/wheels/*.whl         the pinned closure of the build requirements
+    /inputs/tools/*.whl          build, pyproject-hooks, packaging (the frontend)
+
+Phase ``prepare`` makes an isolated environment from the input wheels alone
+(no pip, no index) at /env, the frontend at /tools, and extracts the sdist.
+Phases ``requires`` and ``wheel`` then run with /env and /tools read-only and
+only the source tree and /out writable, driving the backend through
+``build``'s ProjectBuilder (a thin layer over pyproject-hooks). Each phase
+writes /out/<phase>.json and exits non-zero on failure; the log is what it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import sysconfig
+import tarfile
+import time
+import tomllib
+import venv
+import zipfile
+from pathlib import Path
+
+
+def install_wheel(wheel: Path, site: Path, scripts: Path) -> None:
+    """Unpack a wheel into an environment (PEP 427: purelib/platlib into site, scripts into bin)."""
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            parts = info.filename.split("/")
+            if ".." in parts or info.filename.startswith("/"):
+                raise SystemExit(f"unsafe member {info.filename!r} in {wheel.name}")
+            if parts[0].endswith(".data") and len(parts) > 2:
+                scheme, rest = parts[1], parts[2:]
+                if scheme in ("purelib", "platlib"):
+                    dest = site.joinpath(*rest)
+                elif scheme == "scripts":
+                    dest = scripts.joinpath(*rest)
+                else:
+                    continue  # headers and data are not needed to run a backend
+            else:
+                dest = site.joinpath(*parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+            if info.external_attr >> 16 & 0o111:
+                dest.chmod(0o755)
+
+
+class IsolatedEnv:
+    """A venv holding only the given wheels (cf. build.env.DefaultIsolatedEnv, without an installer)."""
+
+    def __init__(self, path: Path):
+        paths = sysconfig.get_paths(vars={"base": str(path), "platbase": str(path)})
+        self.path = path
+        self.python = str(path / "bin" / "python")
+        self.site = Path(paths["purelib"])
+        self.scripts = Path(paths["scripts"])
+
+    @classmethod
+    def create(cls, path: Path, wheels: list[Path]) -> IsolatedEnv:
+        venv.EnvBuilder(with_pip=False, symlinks=True, clear=True).create(path)
+        env = cls(path)
+        for wheel in sorted(wheels):
+            install_wheel(wheel, env.site, env.scripts)
+        return env
+
+    def missing(self, requirements: set[str]) -> list[str]:
+        """Requirements the environment does not satisfy (markers evaluated for this interpreter)."""
+        from importlib.metadata import distributions
+
+        from packaging.requirements import Requirement
+        from packaging.utils import canonicalize_name
+
+        have = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions(path=[str(self.site)])}
+        out = []
+        for text in sorted(requirements):
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            version = have.get(canonicalize_name(req.name))
+            if version is None or not req.specifier.contains(version, prereleases=True):
+                out.append(text)
+        return out
+
+
+def extract_sdist(sdist: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    if sdist.name.endswith(".zip"):
+        with zipfile.ZipFile(sdist) as zf:
+            zf.extractall(dest)
+    else:
+        with tarfile.open(sdist) as tf:
+            tf.extractall(dest, filter="data")
+    entries = [p for p in dest.iterdir()]
+    if len(entries) != 1 or not entries[0].is_dir():
+        raise SystemExit(f"sdist {sdist.name} does not hold exactly one top-level directory")
+    return entries[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("phase", choices=["prepare", "requires", "wheel"])
+    ap.add_argument("--inputs", default="/inputs")
+    ap.add_argument("--env", default="/env")
+    ap.add_argument("--tools", default="/tools")
+    ap.add_argument("--extract", default="/extract", help="prepare: where the sdist is unpacked")
+    ap.add_argument("--srcdir", help="requires/wheel: the unpacked source tree")
+    ap.add_argument("--out", default="/out")
+    ap.add_argument("--umask", type=lambda s: int(s, 8), default=0o022)
+    args = ap.parse_args(argv)
+    os.umask(args.umask)
+    started = time.monotonic()
+    inputs, env_dir, tools, out = Path(args.inputs), Path(args.env), Path(args.tools), Path(args.out)
+    result: dict[str, object] = {"phase": args.phase}
+
+    if args.phase == "prepare":
+        # Phase 1 (env, tools and extract writable): lay out everything the build reads.
+        for wheel in sorted((inputs / "tools").glob("*.whl")):
+            install_wheel(wheel, tools, tools / "bin")
+        env = IsolatedEnv.create(env_dir, sorted((inputs / "wheels").glob("*.whl")))
+        (sdist,) = sorted((inputs / "sdist").iterdir())
+        srcdir = extract_sdist(sdist, Path(args.extract))
+        result["top"] = srcdir.name
+        print(f"wheelproof: prepared {sdist.name}: {len(list(env.site.iterdir()))} entries in the build env",
+              flush=True)
+    else:
+        # Phase 2 (env and tools read-only; only the source tree and out writable): run the backend.
+        sys.path.insert(0, str(tools))
+        from build import ProjectBuilder  # the pinned frontend, not the host's
+
+        env = IsolatedEnv(env_dir)
+        os.environ["PATH"] = f"{env.scripts}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+        srcdir = Path(args.srcdir)
+        builder = ProjectBuilder(srcdir, python_executable=env.python)
+        pyproject = srcdir / "pyproject.toml"
+        declared = tomllib.loads(pyproject.read_text()).get("build-system", {}) if pyproject.is_file() else {}
+        result["build_system"] = sorted(builder.build_system_requires)
+        result["backend"] = declared.get("build-backend", "setuptools.build_meta:__legacy__")
+        result["backend_path"] = declared.get("backend-path", [])
+        result["missing_static"] = env.missing(set(builder.build_system_requires))
+        if args.phase == "requires":
+            dynamic = set(builder.get_requires_for_build("wheel"))
+            result["dynamic"] = sorted(dynamic)
+            result["missing_dynamic"] = env.missing(dynamic)
+        else:
+            if result["missing_static"]:
+                print(f"wheelproof: build inputs do not satisfy {result['missing_static']}", flush=True)
+            wheel = builder.build("wheel", out)
+            result["wheel"] = Path(wheel).name
+    result["seconds"] = round(time.monotonic() - started, 3)
+    (out / f"{args.phase}.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

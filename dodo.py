@@ -1,0 +1,27 @@
+"""The task graph. Logic lives in pipeline/; this file only wires it together."""
+
+from pipeline import tasks
+
+DOIT_CONFIG = {
+    "default_tasks": ["snapshot"],
+    "backend": "sqlite3",  # safe for two doit processes in one checkout
+    "dep_file": ".doit.db",
+    "verbosity": 2,
+    "subtasks": True,  # `doit list` shows build:NAME for every declaration
+}
+
+
+def task_build():
+    """Rebuild each declared wheel from its sdist in the sandbox and compare it with upstream."""
+    for name, decl in tasks.declarations().items():
+        yield {
+            "name": name,
+            "doc": f"rebuild {decl.name} {decl.version} and compare with the upstream wheel",
+            "actions": [(tasks.build_one, [name])],
+            "uptodate": [(tasks.build_uptodate, [name])],
+        }
+
+
+def task_snapshot():
+    """Build everything, then publish the snapshot."""
+    return {"actions": [tasks.snapshot], "task_dep": ["build"], "uptodate": [False]}

@@ -1,0 +1,449 @@
+"""Declaration format v1: one TOML file per project (see docs/declarations.md).
+
+Files live at ``declarations/<shard>/<canonical-name>.toml`` where the shard is
+the first two characters of the canonical name (PEP 503 normalisation), like
+nixpkgs' ``pkgs/by-name``. Loading validates every field and reports every
+problem of every file at once, each with file, line and field.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from .errors import DeclarationError, Problem
+
+SCHEMA = 1
+DECLARATIONS_DIR = Path(__file__).resolve().parent.parent / "declarations"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FieldPath = tuple[str | int, ...]
+
+
+def shard_of(name: str) -> str:
+    return canonicalize_name(name)[:2]
+
+
+def path_for(name: str, root: Path = DECLARATIONS_DIR) -> Path:
+    canonical = canonicalize_name(name)
+    return root / shard_of(canonical) / f"{canonical}.toml"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file pinned by content: fetched only if its SHA-256 (and size, when given) match."""
+
+    filename: str
+    url: str
+    sha256: str
+    size: int | None = None
+    reason: str | None = None  # only for override inputs
+
+
+@dataclass(frozen=True)
+class EnvOverride:
+    name: str
+    value: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    backend: str
+    backend_path: tuple[str, ...]
+    requires: tuple[str, ...]
+    generator: str | None
+    source_date_epoch: int
+    inputs: tuple[Artifact, ...]
+    extra_inputs: tuple[Artifact, ...] = ()
+    environment: tuple[EnvOverride, ...] = ()
+
+    @property
+    def all_inputs(self) -> tuple[Artifact, ...]:
+        return self.inputs + self.extra_inputs
+
+
+@dataclass(frozen=True)
+class Deselection:
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    requires: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    source: Artifact | None = None
+    deselect: tuple[Deselection, ...] = ()
+    ignore: tuple[Deselection, ...] = ()
+    known_failure: str | None = None
+    timeout: int = 600
+    inputs: tuple[Artifact, ...] = ()
+
+
+@dataclass(frozen=True)
+class Declaration:
+    path: Path
+    name: str
+    version: str
+    requires_python: str | None
+    extras: tuple[str, ...]
+    dependencies: tuple[str, ...]
+    sdist: Artifact
+    wheels: tuple[Artifact, ...]
+    build: BuildSpec
+    test: TestSpec | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def canonical_name(self) -> str:
+        return canonicalize_name(self.name)
+
+    def wheel_for_build(self) -> Artifact:
+        """The upstream wheel the rebuild is compared with: the one whose tags this machine supports best."""
+        from packaging import tags
+
+        rank = {t: i for i, t in enumerate(tags.sys_tags())}
+        scored = []
+        for w in self.wheels:
+            _, _, _, wtags = parse_wheel_filename(w.filename)
+            best = min((rank[t] for t in wtags if t in rank), default=None)
+            if best is not None:
+                scored.append((best, w.filename, w))
+        if not scored:
+            raise DeclarationError(
+                [Problem(self.path, None, "wheels", "no upstream wheel is installable on this build platform")]
+            )
+        return min(scored)[2]
+
+
+# -- locating fields in the source text --------------------------------------
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*(\"[^\"]*\"|'[^']*'|[A-Za-z0-9_.-]+)\s*=")
+
+
+def _split_key(key: str) -> list[str]:
+    return [p.strip().strip("\"'") for p in key.split(".")]
+
+
+def field_lines(text: str) -> dict[FieldPath, int]:
+    """Map each table header and key to its 1-based line (best effort, for messages)."""
+    lines: dict[FieldPath, int] = {}
+    counters: dict[tuple[str, ...], int] = {}
+    table: FieldPath = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        m = _HEADER.match(line)
+        if m and not _KEY.match(line):
+            parts = tuple(_split_key(m.group(2)))
+            if m.group(1) == "[[":
+                index = counters.get(parts, 0)
+                counters[parts] = index + 1
+                table = parts + (index,)
+            else:
+                table = parts
+            lines.setdefault(table, number)
+            continue
+        k = _KEY.match(line)
+        if k:
+            lines.setdefault(table + tuple(_split_key(k.group(1))), number)
+    return lines
+
+
+def _render(path: FieldPath) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+class _Reader:
+    """Typed access to a parsed document that records problems instead of raising."""
+
+    def __init__(self, path: Path, text: str, problems: list[Problem]):
+        self.path = path
+        self.lines = field_lines(text)
+        self.problems = problems
+
+    def line(self, fpath: FieldPath) -> int | None:
+        for n in range(len(fpath), 0, -1):
+            if fpath[:n] in self.lines:
+                return self.lines[fpath[:n]]
+        return None
+
+    def problem(self, fpath: FieldPath, message: str) -> None:
+        self.problems.append(Problem(self.path, self.line(fpath), _render(fpath), message))
+
+    def check_keys(self, table: dict[str, Any], allowed: Iterable[str], fpath: FieldPath) -> None:
+        allowed = set(allowed)
+        for key in table:
+            if key not in allowed:
+                self.problem(fpath + (key,), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+    def get(self, table: dict[str, Any], key: str, kind: type | tuple[type, ...], fpath: FieldPath,
+            required: bool = True, default: Any = None) -> Any:
+        if key not in table:
+            if required:
+                self.problem(fpath + (key,), "missing required field")
+            return default
+        value = table[key]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            self.problem(fpath + (key,), f"expected {names}, got {type(value).__name__} {value!r}")
+            return default
+        return value
+
+    def str_list(self, table: dict[str, Any], key: str, fpath: FieldPath, required: bool = False) -> list[str]:
+        values = self.get(table, key, list, fpath, required=required, default=[])
+        out = []
+        for i, v in enumerate(values):
+            if isinstance(v, str):
+                out.append(v)
+            else:
+                self.problem(fpath + (key, i), f"expected string, got {type(v).__name__}")
+        return out
+
+    def table(self, table: dict[str, Any], key: str, fpath: FieldPath, required: bool = True) -> dict[str, Any]:
+        return self.get(table, key, dict, fpath, required=required, default={}) or {}
+
+    def tables(self, table: dict[str, Any], key: str, fpath: FieldPath, required: bool = False) -> list[dict]:
+        values = self.get(table, key, list, fpath, required=required, default=[])
+        out = []
+        for i, v in enumerate(values):
+            if isinstance(v, dict):
+                out.append(v)
+            else:
+                self.problem(fpath + (key, i), f"expected a table, got {type(v).__name__}")
+        return out
+
+
+def _artifact(r: _Reader, t: dict[str, Any], fpath: FieldPath, kind: str, *, size_required: bool,
+              reason_required: bool = False, filename_required: bool = True) -> Artifact | None:
+    allowed = ["filename", "url", "sha256", "size"] + (["reason"] if reason_required else [])
+    r.check_keys(t, allowed, fpath)
+    filename = r.get(t, "filename", str, fpath, required=filename_required, default=None)
+    url = r.get(t, "url", str, fpath)
+    sha256 = r.get(t, "sha256", str, fpath)
+    size = r.get(t, "size", int, fpath, required=size_required)
+    reason = r.get(t, "reason", str, fpath, required=reason_required)
+    ok = True
+    if url is not None and not url.startswith(("https://", "http://", "file://")):
+        r.problem(fpath + ("url",), f"not an http(s) or file URL: {url!r}")
+        ok = False
+    if sha256 is not None and not _HEX64.match(sha256):
+        r.problem(fpath + ("sha256",), "must be 64 lowercase hex digits")
+        ok = False
+    if size is not None and size <= 0:
+        r.problem(fpath + ("size",), f"must be a positive byte count, got {size}")
+        ok = False
+    if filename is None and url is not None and filename_required is False:
+        filename = url.rsplit("/", 1)[-1].split("#", 1)[0]
+    if filename is not None:
+        try:
+            if kind == "wheel":
+                parse_wheel_filename(filename)
+            elif kind == "sdist":
+                parse_sdist_filename(filename)
+        except (InvalidWheelFilename, InvalidSdistFilename) as e:
+            r.problem(fpath + ("filename",), str(e))
+            ok = False
+    if not ok or None in (filename, url, sha256) or (size_required and size is None):
+        return None
+    return Artifact(filename, url, sha256, size, reason)
+
+
+def _requirements(r: _Reader, t: dict[str, Any], key: str, fpath: FieldPath, required: bool) -> list[str]:
+    values = r.str_list(t, key, fpath, required=required)
+    for i, v in enumerate(values):
+        try:
+            Requirement(v)
+        except InvalidRequirement as e:
+            r.problem(fpath + (key, i), f"not a PEP 508 requirement: {e}")
+    return values
+
+
+def _reasoned(r: _Reader, t: dict[str, Any], key: str, fpath: FieldPath) -> tuple[Deselection, ...]:
+    out = []
+    for i, item in enumerate(r.tables(t, key, fpath)):
+        p = fpath + (key, i)
+        r.check_keys(item, ["target", "reason"], p)
+        target = r.get(item, "target", str, p)
+        reason = r.get(item, "reason", str, p)
+        if target and reason:
+            out.append(Deselection(target, reason))
+    return tuple(out)
+
+
+def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
+    fp: FieldPath = ("build",)
+    r.check_keys(t, ["backend", "backend-path", "requires", "generator", "source-date-epoch", "inputs",
+                     "extra-inputs", "environment"], fp)
+    backend = r.get(t, "backend", str, fp)
+    backend_path = r.str_list(t, "backend-path", fp)
+    requires = _requirements(r, t, "requires", fp, required=True)
+    generator = r.get(t, "generator", str, fp, required=False)
+    sde = r.get(t, "source-date-epoch", int, fp)
+    if isinstance(sde, int) and sde < 315532800:
+        r.problem(fp + ("source-date-epoch",), "must be at least 315532800 (1980-01-01, the zip epoch)")
+    inputs = []
+    for i, item in enumerate(r.tables(t, "inputs", fp, required=True)):
+        a = _artifact(r, item, fp + ("inputs", i), "wheel", size_required=False)
+        if a:
+            inputs.append(a)
+    extra = []
+    for i, item in enumerate(r.tables(t, "extra-inputs", fp)):
+        a = _artifact(r, item, fp + ("extra-inputs", i), "wheel", size_required=False, reason_required=True)
+        if a:
+            extra.append(a)
+    env = []
+    for key, value in r.table(t, "environment", fp, required=False).items():
+        p = fp + ("environment", key)
+        if not _ENV_NAME.match(key):
+            r.problem(p, "not an environment variable name")
+        elif not isinstance(value, dict):
+            r.problem(p, "expected a table {value = \"…\", reason = \"…\"}")
+        else:
+            r.check_keys(value, ["value", "reason"], p)
+            v = r.get(value, "value", str, p)
+            reason = r.get(value, "reason", str, p)
+            if v is not None and reason is not None:
+                env.append(EnvOverride(key, v, reason))
+    names = [parse_wheel_filename(a.filename)[0] for a in inputs + extra]
+    for n in sorted({n for n in names if names.count(n) > 1}):
+        r.problem(fp + ("inputs",), f"more than one input wheel of project {n}")
+    if backend is None or sde is None:
+        return None
+    return BuildSpec(backend, tuple(backend_path), tuple(requires), generator, sde, tuple(inputs), tuple(extra),
+                     tuple(sorted(env, key=lambda e: e.name)))
+
+
+def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:
+    fp: FieldPath = ("test",)
+    r.check_keys(t, ["requires", "command", "source", "deselect", "ignore", "known-failure", "timeout",
+                     "inputs"], fp)
+    requires = _requirements(r, t, "requires", fp, required=False)
+    command = r.str_list(t, "command", fp)
+    source = None
+    if "source" in t:
+        s = r.table(t, "source", fp)
+        source = _artifact(r, s, fp + ("source",), "any", size_required=False, filename_required=False)
+    known = r.get(t, "known-failure", str, fp, required=False)
+    timeout = r.get(t, "timeout", int, fp, required=False, default=600)
+    inputs = []
+    for i, item in enumerate(r.tables(t, "inputs", fp)):
+        a = _artifact(r, item, fp + ("inputs", i), "wheel", size_required=False)
+        if a:
+            inputs.append(a)
+    return TestSpec(tuple(requires), tuple(command), source, _reasoned(r, t, "deselect", fp),
+                    _reasoned(r, t, "ignore", fp), known, timeout, tuple(inputs))
+
+
+TOP_LEVEL = ["schema", "name", "version", "requires-python", "extras", "dependencies", "sdist", "wheels",
+             "build", "test"]
+
+
+def parse(path: Path, text: str, problems: list[Problem], root: Path | None = None) -> Declaration | None:
+    """Parse one declaration's text; append problems; return the declaration if it has none."""
+    before = len(problems)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        problems.append(Problem(path, int(m.group(1)) if m else None, "", f"malformed TOML: {e}"))
+        return None
+    r = _Reader(path, text, problems)
+    r.check_keys(doc, TOP_LEVEL, ())
+    schema = r.get(doc, "schema", int, ())
+    if schema is not None and schema != SCHEMA:
+        r.problem(("schema",), f"unsupported schema {schema} (this tool reads schema {SCHEMA})")
+    name = r.get(doc, "name", str, ())
+    version = r.get(doc, "version", str, ())
+    if version is not None:
+        try:
+            Version(version)
+        except InvalidVersion:
+            r.problem(("version",), f"not a PEP 440 version: {version!r}")
+    if name is not None:
+        canonical = canonicalize_name(name)
+        if path.stem != canonical:
+            r.problem(("name",), f"file should be named {canonical}.toml for project {name!r}")
+        if path.parent.name != shard_of(name):
+            r.problem(("name",), f"file should be in the shard directory {shard_of(name)!r}")
+        if root is not None and path.parent.parent.resolve() != root.resolve():
+            r.problem(("name",), f"file should be at {path_for(name, root)}")
+    rp = r.get(doc, "requires-python", str, (), required=False)
+    if rp is not None:
+        try:
+            SpecifierSet(rp)
+        except InvalidSpecifier:
+            r.problem(("requires-python",), f"not a PEP 440 specifier set: {rp!r}")
+    extras = r.str_list(doc, "extras", ())
+    deps = _requirements(r, doc, "dependencies", (), required=False)
+    sdist = _artifact(r, r.table(doc, "sdist", ()), ("sdist",), "sdist", size_required=True)
+    wheels = []
+    for i, item in enumerate(r.tables(doc, "wheels", (), required=True)):
+        a = _artifact(r, item, ("wheels", i), "wheel", size_required=True)
+        if a:
+            wheels.append(a)
+    if "wheels" in doc and not doc["wheels"]:
+        r.problem(("wheels",), "at least one upstream wheel is required")
+    build = _build(r, r.table(doc, "build", ()))
+    test = _test(r, r.table(doc, "test", (), required=False)) if "test" in doc else None
+    if len(problems) > before or None in (name, version, sdist, build):
+        return None
+    assert name is not None and version is not None and sdist is not None and build is not None
+    return Declaration(path, name, version, rp, tuple(extras), tuple(deps), sdist, tuple(wheels), build, test,
+                       doc)
+
+
+def load(path: Path, root: Path | None = None) -> Declaration:
+    problems: list[Problem] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DeclarationError([Problem(path, None, "", f"cannot read: {e}")]) from None
+    decl = parse(path, text, problems, root)
+    if problems or decl is None:
+        raise DeclarationError(problems)
+    return decl
+
+
+def iter_paths(root: Path = DECLARATIONS_DIR) -> Iterator[Path]:
+    return iter(sorted(root.glob("*/*.toml")))
+
+
+def load_all(root: Path = DECLARATIONS_DIR) -> dict[str, Declaration]:
+    """Every declaration under ``root`` keyed by canonical name; all problems raised together."""
+    problems: list[Problem] = []
+    out: dict[str, Declaration] = {}
+    for stray in sorted(p for p in root.glob("*.toml")):
+        problems.append(Problem(stray, None, "", "declarations belong in a shard directory <xx>/<name>.toml"))
+    for path in iter_paths(root):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(Problem(path, None, "", f"cannot read: {e}"))
+            continue
+        decl = parse(path, text, problems, root)
+        if decl is not None:
+            if decl.canonical_name in out:
+                problems.append(Problem(path, None, "name", f"project also declared in {out[decl.canonical_name].path}"))
+            out[decl.canonical_name] = decl
+    if problems:
+        raise DeclarationError(problems)
+    return out

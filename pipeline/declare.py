@@ -1,0 +1,326 @@
+"""``declare NAME==VERSION``: write a declaration from the package index.
+
+It pins the sdist and the upstream wheels by hash, reads the sdist's
+``[build-system]``, and resolves the build requirements to exact wheels with
+pip's resolver (``--dry-run --report``), as of the upstream wheel's upload time
+(PEP 700 ``upload-time``) and with the backend at the version named by the
+upstream wheel's ``WHEEL`` ``Generator:`` line, so the rebuild can match it.
+Requirements the backend asks for dynamically (``get_requires_for_build_wheel``)
+are found by asking it, offline, in the sandbox, and resolved in turn.
+
+Regenerating an existing declaration edits it with tomlkit, keeping comments,
+order, and hand-written overrides (``build.extra-inputs``, ``build.environment``,
+``[test]``).
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import tomllib
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from packaging.metadata import parse_email
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import Version
+
+from .derivation import toolchain
+from .declaration import DECLARATIONS_DIR, SCHEMA, Artifact, BuildSpec, Declaration, load, path_for
+from .errors import IndexError_, WheelproofError
+from .fetch import fetch
+from .index import IndexFile, SimpleIndex
+from .store import Store
+
+GENERATOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*\(?\s*v?(\d[^\s)]*)\)?")
+# The project whose version a WHEEL "Generator:" name reports.
+GENERATOR_PROJECT = {
+    "bdist_wheel": "wheel",
+    "setuptools": "setuptools",
+    "flit": "flit-core",
+    "flit_core": "flit-core",
+    "hatchling": "hatchling",
+    "hatch": "hatchling",
+    "poetry-core": "poetry-core",
+    "poetry": "poetry-core",
+    "pdm-backend": "pdm-backend",
+    "pdm-pep517": "pdm-pep517",
+}
+# PEP 517's default for a source tree with no [build-system].
+LEGACY_BUILD_SYSTEM = {"requires": ["setuptools>=40.8.0"], "build-backend": "setuptools.build_meta:__legacy__"}
+
+
+@dataclass(frozen=True)
+class WheelFacts:
+    generator: str | None
+    source_date_epoch: int
+    requires_python: str | None
+    extras: list[str]
+    dependencies: list[str]
+
+
+def wheel_facts(path: Path) -> WheelFacts:
+    """Generator, newest member timestamp, and core metadata of a wheel (PEP 427, PEP 566)."""
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        dist_info = [n for n in names if n.count("/") == 1 and n.split("/")[0].endswith(".dist-info")]
+        wheel_file = next(n for n in dist_info if n.endswith("/WHEEL"))
+        metadata_file = next(n for n in dist_info if n.endswith("/METADATA"))
+        wheel = BytesParser().parsebytes(zf.read(wheel_file))
+        raw, _ = parse_email(zf.read(metadata_file))
+        newest = max(calendar.timegm((*i.date_time, 0, 0, 0)) for i in zf.infolist())
+    return WheelFacts(
+        wheel.get("Generator"),
+        max(newest, 315532800),
+        raw.get("requires_python"),
+        list(raw.get("provides_extra", [])),
+        list(raw.get("requires_dist", [])),
+    )
+
+
+def sdist_build_system(path: Path) -> dict[str, Any]:
+    """The ``[build-system]`` table of an sdist's top-level pyproject.toml (PEP 518/517)."""
+    with tarfile.open(path) if not path.name.endswith(".zip") else _ZipAsTar(path) as tf:
+        for name in tf.getnames():
+            parts = name.split("/")
+            if len(parts) == 2 and parts[1] == "pyproject.toml":
+                f = tf.extractfile(name)
+                if f is not None:
+                    doc = tomllib.loads(f.read().decode())
+                    bs = doc.get("build-system")
+                    if bs:
+                        bs.setdefault("build-backend", LEGACY_BUILD_SYSTEM["build-backend"])
+                        return bs
+    return dict(LEGACY_BUILD_SYSTEM)
+
+
+class _ZipAsTar:
+    def __init__(self, path: Path):
+        self._zf = zipfile.ZipFile(path)
+
+    def __enter__(self) -> _ZipAsTar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._zf.close()
+
+    def getnames(self) -> list[str]:
+        return self._zf.namelist()
+
+    def extractfile(self, name: str) -> Any:
+        return self._zf.open(name)
+
+
+def generator_pin(generator: str | None, requires: list[str]) -> list[str]:
+    """Constraints that make the backend the one that produced the upstream wheel."""
+    if not generator:
+        return []
+    m = GENERATOR.match(generator)
+    if not m or m.group(1) not in GENERATOR_PROJECT:
+        return []
+    project, version = GENERATOR_PROJECT[m.group(1)], m.group(2)
+    required = {canonicalize_name(Requirement(r).name) for r in requires}
+    if project == "wheel" and "setuptools" in required:
+        # setuptools >= 70.1 writes wheels itself ("Generator: setuptools"); this wheel came from
+        # the older split, where the `wheel` project's bdist_wheel wrote it.
+        return [f"wheel=={version}", "setuptools<70.1"]
+    if project in required:
+        return [f"{project}=={version}"]
+    return []
+
+
+@dataclass(frozen=True)
+class Resolved:
+    name: str
+    version: str
+    artifact: Artifact
+
+
+def resolve(requirements: list[str], index: SimpleIndex, before: str | None) -> list[Resolved]:
+    """Exact wheels for ``requirements`` on this interpreter, by pip's resolver (no install)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "--ignore-installed",
+               "--only-binary", ":all:", "--quiet", "--report", str(report), "--index-url", index.base_url]
+        if before:
+            cmd += ["--uploaded-prior-to", before]
+        proc = subprocess.run(cmd + requirements, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise IndexError_(f"cannot resolve build requirements {requirements}:\n{proc.stderr.strip()}")
+        doc = json.loads(report.read_text())
+    out = []
+    for item in doc["install"]:
+        name, version = item["metadata"]["name"], item["metadata"]["version"]
+        url = item["download_info"]["url"]
+        filename = url.rsplit("/", 1)[-1].split("#", 1)[0]
+        listed = index.file(name, filename)
+        sha = item["download_info"].get("archive_info", {}).get("hashes", {}).get("sha256") or listed.sha256
+        if not sha:
+            raise IndexError_(f"no sha256 for {filename} on the index")
+        out.append(Resolved(canonicalize_name(name), version, Artifact(filename, listed.url, sha, listed.size)))
+    return sorted(out, key=lambda r: r.name)
+
+
+def _pick_release(index: SimpleIndex, name: str, version: str) -> tuple[IndexFile, list[IndexFile]]:
+    want = Version(version)
+    sdists, wheels = [], []
+    for f in index.files(name):
+        if f.yanked:
+            continue
+        try:
+            if f.filename.endswith(".whl"):
+                if parse_wheel_filename(f.filename)[1] == want:
+                    wheels.append(f)
+            elif parse_sdist_filename(f.filename)[1] == want:
+                sdists.append(f)
+        except ValueError:
+            continue
+    if not sdists:
+        raise IndexError_(f"{name} {version} has no sdist on {index.base_url}")
+    if not wheels:
+        raise IndexError_(f"{name} {version} has no wheel on {index.base_url} to compare a rebuild with")
+    sdists.sort(key=lambda f: (not f.filename.endswith(".tar.gz"), f.filename))
+    return sdists[0], sorted(wheels, key=lambda f: f.filename)
+
+
+def _artifact(f: IndexFile) -> Artifact:
+    if not f.sha256:
+        raise IndexError_(f"the index gives no sha256 for {f.filename}")
+    return Artifact(f.filename, f.url, f.sha256, f.size)
+
+
+def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None = None,
+            root: Path = DECLARATIONS_DIR, log: Callable[[str], None] = print) -> Path:
+    """Write (or regenerate) the declaration for ``NAME==VERSION``; returns its path."""
+    from .rebuild import PRIMARY, run_builder  # the sandbox asks the backend for dynamic requirements
+
+    req = Requirement(spec)
+    pins = [s for s in req.specifier if s.operator == "=="]
+    if len(pins) != 1 or len(req.specifier) != 1:
+        raise WheelproofError(f"declare needs NAME==VERSION, got {spec!r}")
+    index = index or SimpleIndex()
+    store = store or Store()
+    name, version = req.name, pins[0].version
+    sdist_file, wheel_files = _pick_release(index, name, version)
+    what = f"declare {name}=={version}"
+    sdist = _artifact(sdist_file)
+    wheels = [_artifact(w) for w in wheel_files]
+    fetch(store, sdist, what=what, log=log)
+    path = path_for(name, root)
+    existing = load(path, root) if path.exists() else None
+    provisional = Declaration(path, name, version, None, (), (), sdist, tuple(wheels),
+                              BuildSpec("", (), (), None, 315532800, ()))
+    upstream = provisional.wheel_for_build()
+    fetch(store, upstream, what=what, log=log)
+    facts = wheel_facts(store.verified_path(upstream.sha256))
+    build_system = sdist_build_system(store.verified_path(sdist.sha256))
+    requires = list(build_system.get("requires", []))
+    before = next((w.upload_time for w in wheel_files if w.filename == upstream.filename), None)
+    constraints = generator_pin(facts.generator, requires)
+    log(f"{name} {version}: backend {build_system['build-backend']}, generator {facts.generator!r}, "
+        f"resolving {requires + constraints} as of {before}")
+    try:
+        resolved = resolve(requires + constraints, index, before)
+    except IndexError_ as e:
+        log(f"note: pinning the generator failed ({e}); resolving without the pin")
+        resolved = resolve(requires, index, before)
+    extra_inputs = existing.build.extra_inputs if existing else ()
+    environment = existing.build.environment if existing else ()
+    for _round in range(3):
+        build = BuildSpec(build_system["build-backend"], tuple(build_system.get("backend-path", [])),
+                          tuple(requires), facts.generator, facts.source_date_epoch,
+                          tuple(r.artifact for r in resolved), extra_inputs, environment)
+        decl = replace(provisional, requires_python=facts.requires_python, extras=tuple(facts.extras),
+                       dependencies=tuple(facts.dependencies), build=build)
+        for a in build.all_inputs + toolchain():
+            fetch(store, a, what=what, log=log)
+        with tempfile.TemporaryDirectory(dir=store.tmp, prefix="declare-") as tmp:
+            run = run_builder(store, decl, PRIMARY, Path(tmp) / "requires", phase="requires", timeout=600)
+        if run.status != 0:
+            raise WheelproofError(f"{what}: asking the backend for its requirements failed:\n{run.log[-3000:]}")
+        missing = run.result.get("missing_dynamic", [])
+        if not missing:
+            break
+        log(f"{name} {version}: the backend also asks for {missing}")
+        requires_all = requires + constraints + [m for m in missing if m not in requires]
+        resolved = resolve(requires_all, index, before)
+    else:
+        raise WheelproofError(f"{what}: dynamic build requirements did not settle: {missing}")
+    write(decl, existing_path=path if path.exists() else None, resolved_before=before)
+    log(f"wrote {path}")
+    return path
+
+
+def _array(values: list[str]) -> Any:
+    arr = tomlkit.array()
+    arr.extend(values)
+    if len(values) > 1:
+        arr.multiline(True)
+    return arr
+
+
+def _aot(artifacts: tuple[Artifact, ...] | list[Artifact], with_size: bool = True) -> Any:
+    aot = tomlkit.aot()
+    for a in artifacts:
+        t = tomlkit.table()
+        t["filename"] = a.filename
+        t["url"] = a.url
+        t["sha256"] = a.sha256
+        if with_size and a.size is not None:
+            t["size"] = a.size
+        aot.append(t)
+    return aot
+
+
+def write(decl: Declaration, existing_path: Path | None = None, resolved_before: str | None = None) -> None:
+    """Write ``decl`` as TOML, editing an existing file in place so comments and order survive."""
+    if existing_path is not None:
+        doc = tomlkit.parse(existing_path.read_text())
+    else:
+        doc = tomlkit.document()
+        doc.add(tomlkit.comment(f"{decl.name} {decl.version}: written by `python -m pipeline declare`; "
+                                "review before committing."))
+    doc["schema"] = SCHEMA
+    doc["name"] = decl.name
+    doc["version"] = decl.version
+    if decl.requires_python:
+        doc["requires-python"] = decl.requires_python
+    elif "requires-python" in doc:
+        del doc["requires-python"]
+    doc["extras"] = _array(list(decl.extras))
+    doc["dependencies"] = _array(list(decl.dependencies))
+    sdist = doc.get("sdist") or tomlkit.table()
+    for key, value in (("filename", decl.sdist.filename), ("url", decl.sdist.url),
+                       ("sha256", decl.sdist.sha256), ("size", decl.sdist.size)):
+        sdist[key] = value
+    doc["sdist"] = sdist
+    doc["wheels"] = _aot(decl.wheels)
+    build = doc.get("build") or tomlkit.table()
+    b = decl.build
+    build["backend"] = b.backend
+    if b.backend_path:
+        build["backend-path"] = _array(list(b.backend_path))
+    build["requires"] = _array(list(b.requires))
+    if b.generator:
+        build["generator"] = b.generator
+    build["source-date-epoch"] = b.source_date_epoch
+    if resolved_before:
+        build["source-date-epoch"].comment(f"newest timestamp in the upstream wheel; inputs as of {resolved_before}")
+    build["inputs"] = _aot(b.inputs, with_size=False)
+    doc["build"] = build
+    path = decl.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(tomlkit.dumps(doc))
+    tmp.replace(path)

@@ -1,0 +1,88 @@
+"""A derivation: everything a build's output may depend on, hashed into one id.
+
+The id covers the sdist and every input wheel (by SHA-256, not URL: a mirror
+does not change a build), the frontend tools, the builder program, the
+declared backend, environment overrides and SOURCE_DATE_EPOCH, the upstream
+wheel the output is compared with, and the platform (interpreter and
+machine). doit treats a build as up to date exactly when a record for its id
+is in the store, so a store shared by a farm shares up-to-dateness too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import sysconfig
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .declaration import Artifact, Declaration
+
+BUILDERS_DIR = Path(__file__).resolve().parent.parent / "builders"
+
+
+@cache
+def builder_digest(root: Path = BUILDERS_DIR) -> str:
+    """SHA-256 over the builder programs and toolchain pins (names and contents)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@cache
+def toolchain(root: Path = BUILDERS_DIR) -> tuple[Artifact, ...]:
+    doc = tomllib.loads((root / "toolchain.toml").read_text())
+    return tuple(Artifact(t["filename"], t["url"], t["sha256"], t.get("size")) for t in doc["tools"])
+
+
+@cache
+def build_platform() -> dict[str, str]:
+    return {
+        "implementation": sys.implementation.name,
+        "python": platform.python_version(),
+        "platform": sysconfig.get_platform(),
+        "machine": platform.machine(),
+        "libc": "-".join(platform.libc_ver()),
+    }
+
+
+def canonical_json(doc: Any) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Derivation:
+    decl: Declaration
+    sandbox: str
+
+    def description(self) -> dict[str, Any]:
+        b = self.decl.build
+        upstream = self.decl.wheel_for_build()
+        return {
+            "schema": 1,
+            "name": self.decl.canonical_name,
+            "version": self.decl.version,
+            "sdist": {"filename": self.decl.sdist.filename, "sha256": self.decl.sdist.sha256},
+            "inputs": sorted(({"filename": a.filename, "sha256": a.sha256} for a in b.all_inputs),
+                             key=lambda d: d["filename"]),
+            "tools": [{"filename": a.filename, "sha256": a.sha256} for a in toolchain()],
+            "builder": builder_digest(),
+            "backend": b.backend,
+            "backend_path": list(b.backend_path),
+            "environment": {e.name: e.value for e in b.environment},
+            "source_date_epoch": b.source_date_epoch,
+            "compare_with": {"filename": upstream.filename, "sha256": upstream.sha256},
+            "platform": build_platform(),
+            "sandbox": self.sandbox,
+        }
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(canonical_json(self.description())).hexdigest()

@@ -1,0 +1,255 @@
+"""Realise a derivation: fetch its pinned inputs, rebuild the wheel in the
+sandbox, compare it with the upstream wheel, and write a build record.
+
+The record (zstd JSON in the store, root ``refs/builds/<derivation id>``)
+holds the derivation, input and output hashes, timings, the verdict and the
+log. When the rebuild is not identical, a second build in a varied
+environment (other build path, umask and hash seed) says whether our own build
+is deterministic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .compare import compare_wheels
+from .declaration import Artifact, Declaration
+from .derivation import BUILDERS_DIR, Derivation, toolchain
+from .errors import WheelproofError
+from .fetch import fetch
+from .sandbox import Bind, Sandbox, base_python, classify_violation, unsandboxed_requested
+from .store import Store
+
+RECORD_KIND = "builds"
+LOG_TAIL_LINES = 40
+BUILD_TIMEOUT = float(os.environ.get("WHEELPROOF_BUILD_TIMEOUT", "1800"))
+
+
+class BuildFailed(WheelproofError):
+    """The build ran and failed; its record is in the store."""
+
+
+@dataclass(frozen=True)
+class Variation:
+    """What differs between the first build and the check for determinism."""
+
+    name: str
+    build_root: str
+    umask: str
+    hash_seed: str
+
+
+PRIMARY = Variation("primary", "/build", "022", "0")
+VARIED = Variation("varied", "/var/tmp/wheelproof-varied/a/much/longer/build/path", "002", "1234567")
+
+
+def sandbox_mode() -> str:
+    return "none (explicit opt-out)" if unsandboxed_requested() else "bubblewrap"
+
+
+def derivation(decl: Declaration) -> Derivation:
+    return Derivation(decl, sandbox_mode())
+
+
+def load_record(store: Store, drv_id: str) -> dict[str, Any] | None:
+    digest = store.get_ref(RECORD_KIND, drv_id)
+    return store.read_json(digest) if digest else None
+
+
+def is_built(store: Store, decl: Declaration) -> bool:
+    """doit's up-to-date check: a non-failed record exists for this derivation."""
+    digest = store.get_ref(RECORD_KIND, derivation(decl).id)
+    if digest is None:
+        return False
+    return load_record(store, derivation(decl).id)["verdict"] != "failed"  # type: ignore[index]
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def _rmtree(path: Path) -> None:
+    def onerror(func: Callable[..., Any], p: str, _exc: Any) -> None:
+        os.chmod(os.path.dirname(p), 0o755)
+        func(p)
+    shutil.rmtree(path, onerror=onerror)
+
+
+def fetch_inputs(store: Store, decl: Declaration, log: Callable[[str], None]) -> dict[str, str]:
+    what = f"{decl.path}"
+    upstream = decl.wheel_for_build()
+    wanted: list[tuple[str, Artifact]] = [("sdist", decl.sdist), ("wheels", upstream)]
+    wanted += [(f"build.inputs[{i}]", a) for i, a in enumerate(decl.build.all_inputs)]
+    wanted += [("builders/toolchain.toml", a) for a in toolchain()]
+    for field, art in wanted:
+        fetch(store, art, what=f"{what} ({field})", log=log)
+    return {a.filename: a.sha256 for _, a in wanted}
+
+
+def _environment(decl: Declaration, variation: Variation) -> dict[str, str]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "SOURCE_DATE_EPOCH": str(decl.build.source_date_epoch),
+        "PYTHONHASHSEED": variation.hash_seed,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PIP_NO_INDEX": "1",
+    }
+    env.update({e.name: e.value for e in decl.build.environment})
+    return env
+
+
+@dataclass
+class BuildRun:
+    status: int
+    wheel: Path | None
+    result: dict[str, Any]
+    log: str
+    seconds: float
+
+
+def run_builder(store: Store, decl: Declaration, variation: Variation, workroot: Path,
+                phase: str = "wheel", timeout: float = BUILD_TIMEOUT) -> BuildRun:
+    """Prepare and run one build of ``decl`` inside the sandbox; files stay under ``workroot``."""
+    started = time.monotonic()
+    inputs, env, tools, extract, out = (workroot / d for d in ("inputs", "env", "tools", "extract", "out"))
+    for d in (env, tools, extract, out):
+        d.mkdir(parents=True)
+    _link_or_copy(store.verified_path(decl.sdist.sha256), inputs / "sdist" / decl.sdist.filename)
+    for a in decl.build.all_inputs:
+        _link_or_copy(store.verified_path(a.sha256), inputs / "wheels" / a.filename)
+    for a in toolchain():
+        _link_or_copy(store.verified_path(a.sha256), inputs / "tools" / a.filename)
+    shutil.copytree(BUILDERS_DIR, inputs / "builder", ignore=shutil.ignore_patterns("__pycache__"))
+    log_path = workroot / "build.log"
+    environment = _environment(decl, variation)
+    unsandboxed = unsandboxed_requested()
+    common = [Bind(inputs, "/inputs"), Bind(out, "/out", writable=True)]
+    python = str(base_python())
+
+    def phase_run(box: Sandbox, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
+        argv = [python, "-I", box.path("/inputs/builder/build_wheel.py"), name,
+                "--inputs", box.path("/inputs"), "--env", box.path("/env"), "--tools", box.path("/tools"),
+                "--extract", box.path("/extract"), "--out", box.path("/out"), "--umask", variation.umask, *extra]
+        status = box.run(argv, timeout=timeout, log_path=log_path)
+        result_path = out / f"{name}.json"
+        return status, json.loads(result_path.read_text()) if status == 0 and result_path.is_file() else {}
+
+    prepare = Sandbox(common + [Bind(env, "/env", True), Bind(tools, "/tools", True),
+                                Bind(extract, "/extract", True)], environment, unsandboxed)
+    status, prepared = phase_run(prepare, "prepare")
+    result: dict[str, Any] = {"prepare": prepared}
+    wheel = None
+    if status == 0:
+        top = prepared["top"]
+        srcdir = f"{variation.build_root}/{top}"
+        build = Sandbox(common + [Bind(env, "/env"), Bind(tools, "/tools"), Bind(extract / top, srcdir, True)],
+                        environment, unsandboxed)
+        status, built = phase_run(build, phase, "--srcdir", build.path(srcdir))
+        result.update(built)
+        if status == 0 and phase == "wheel":
+            wheel = out / built["wheel"]
+    return BuildRun(status, wheel, result, log_path.read_text(errors="replace"), time.monotonic() - started)
+
+
+def _tail(log: str, n: int = LOG_TAIL_LINES) -> str:
+    return "".join(log.splitlines(keepends=True)[-n:])
+
+
+def build(decl: Declaration, store: Store | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Realise ``decl``'s derivation and return its build record (also stored)."""
+    store = store or Store()
+    drv = derivation(decl)
+    t0 = time.monotonic()
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    inputs = fetch_inputs(store, decl, log)
+    timings = {"fetch": round(time.monotonic() - t0, 3)}
+    upstream = decl.wheel_for_build()
+    record: dict[str, Any] = {
+        "schema": 1,
+        "kind": "build-record",
+        "derivation_id": drv.id,
+        "derivation": drv.description(),
+        "declaration": str(decl.path),
+        "name": decl.canonical_name,
+        "version": decl.version,
+        "started": started,
+        "sandbox": drv.sandbox,
+        "inputs": inputs,
+        "upstream": {"filename": upstream.filename, "sha256": upstream.sha256},
+    }
+    refs = set(inputs.values())
+    with store.shared(), tempfile.TemporaryDirectory(dir=store.tmp, prefix="build-") as tmp:
+        first = run_builder(store, decl, PRIMARY, Path(tmp) / "primary")
+        timings["build"] = round(first.seconds, 3)
+        record["builder_result"] = first.result
+        logs = [f"== {PRIMARY.name} build ==\n", first.log]
+        if first.wheel is None:
+            record["verdict"] = "failed"
+            record["violation"] = classify_violation(first.log)
+            record["log_tail"] = _tail(first.log)
+            record["exit_status"] = first.status
+        else:
+            wheel_digest = store.put_file(first.wheel)
+            refs.add(wheel_digest)
+            record["output"] = {"filename": first.wheel.name, "sha256": wheel_digest,
+                                "size": first.wheel.stat().st_size}
+            comparison = compare_wheels(store.verified_path(upstream.sha256), first.wheel)
+            record["verdict"] = comparison.verdict
+            record["comparison"] = comparison.to_json()
+            record["summary"] = comparison.summary()
+            if comparison.verdict != "identical":
+                second = run_builder(store, decl, VARIED, Path(tmp) / "varied")
+                timings["varied_build"] = round(second.seconds, 3)
+                logs += [f"\n== {VARIED.name} build ==\n", second.log]
+                determinism: dict[str, Any] = {"variation": VARIED.__dict__}
+                if second.wheel is None:
+                    determinism.update(deterministic=False, error=_tail(second.log, 10))
+                else:
+                    own = compare_wheels(first.wheel, second.wheel)
+                    determinism.update(deterministic=own.verdict == "identical", verdict=own.verdict,
+                                       sha256=store.put_file(second.wheel), summary=own.summary())
+                    refs.add(determinism["sha256"])
+                record["determinism"] = determinism
+        _rmtree(Path(tmp))
+        tmp_dir = Path(tmp)
+        tmp_dir.mkdir(exist_ok=True)  # TemporaryDirectory cleans up after itself
+        log_digest = store.put_compressed("".join(logs).encode())
+        refs.add(log_digest)
+        record["log"] = {"sha256": log_digest, "encoding": "zstd"}
+        record["timings"] = timings | {"total": round(time.monotonic() - t0, 3)}
+        record["references"] = sorted(refs)
+        digest = store.put_json(record)
+        store.set_ref(RECORD_KIND, drv.id, digest)
+    return record
+
+
+def verdict_line(record: dict[str, Any]) -> str:
+    name, version = record["name"], record["version"]
+    t = record.get("timings", {}).get("total", 0)
+    if record["verdict"] == "failed":
+        why = f"sandbox violation: {record['violation']}" if record.get("violation") else \
+            f"exit status {record.get('exit_status')}"
+        last = [ln for ln in record.get("log_tail", "").splitlines() if ln.strip()][-1:]
+        return f"{name} {version}: failed ({why}){': ' + last[0].strip() if last else ''} [{t:.1f}s]"
+    line = f"{name} {version}: {record.get('summary', record['verdict'])}"
+    det = record.get("determinism")
+    if det is not None:
+        line += "; our build is " + ("deterministic" if det.get("deterministic") else "NOT deterministic")
+    return f"{line} [{t:.1f}s, drv {record['derivation_id'][:12]}]"

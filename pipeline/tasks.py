@@ -1,0 +1,97 @@
+"""What dodo.py's tasks call: thin wrappers joining declarations, store and steps."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from functools import cache
+
+from .declaration import DECLARATIONS_DIR, Declaration, load_all
+from .derivation import toolchain
+from .errors import DeclarationError, WheelproofError
+from .rebuild import build, derivation, is_built, load_record, verdict_line
+from .store import Store
+
+
+@cache
+def store() -> Store:
+    return Store()
+
+
+@cache
+def declarations() -> dict[str, Declaration]:
+    """Every declaration; on any problem, print them all and exit 2 (nothing is built or written)."""
+    try:
+        return dict(sorted(load_all(DECLARATIONS_DIR).items()))
+    except DeclarationError as e:
+        for p in e.problems:
+            print(p, file=sys.stderr)
+        print(f"{len(e.problems)} problem(s) in declarations; nothing was built", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def build_uptodate(name: str) -> bool:
+    return is_built(store(), declarations()[name])
+
+
+def build_one(name: str) -> bool:
+    names = list(declarations())
+    decl = declarations()[name]
+    position = f"[{names.index(name) + 1}/{len(names)}]"
+    print(f"{position} build:{name} {decl.version} (drv {derivation(decl).id[:12]})", flush=True)
+    try:
+        record = build(decl, store(), log=lambda m: print(f"  {m}", flush=True))
+    except WheelproofError as e:
+        print(f"{position} build:{name}: error: {e}", file=sys.stderr)
+        return False
+    print(f"{position} build:{verdict_line(record)}", flush=True)
+    if record["verdict"] == "failed":
+        print(record.get("log_tail", ""), file=sys.stderr)
+        return False
+    return True
+
+
+def records() -> dict[str, dict]:
+    """The build record of each declaration's current derivation (absent if never built)."""
+    out = {}
+    for name, decl in declarations().items():
+        record = load_record(store(), derivation(decl).id)
+        if record is not None:
+            out[name] = record
+    return out
+
+
+def verdict_counts() -> Counter[str]:
+    recs = records()
+    counts = Counter(r["verdict"] for r in recs.values())
+    counts["not built"] = len(declarations()) - len(recs)
+    return counts
+
+
+def declaration_roots() -> set[str]:
+    """Store objects the declarations pin (kept by gc even if never built)."""
+    roots = {a.sha256 for a in toolchain()}
+    for decl in declarations().values():
+        roots.add(decl.sdist.sha256)
+        roots.update(w.sha256 for w in decl.wheels)
+        roots.update(a.sha256 for a in decl.build.all_inputs)
+        if decl.test:
+            roots.update(a.sha256 for a in decl.test.inputs)
+            if decl.test.source:
+                roots.add(decl.test.source.sha256)
+    return roots
+
+
+def gc(dry_run: bool = False) -> list[str]:
+    s = store()
+    if dry_run:
+        live = s.reachable(declaration_roots())
+        return [d for d in s.iter_objects() if d not in live]
+    return s.gc(declaration_roots())
+
+
+def snapshot() -> bool:
+    counts = verdict_counts()
+    total = len(declarations())
+    print("snapshot: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) + f" (of {total})")
+    return counts.get("failed", 0) == 0 and counts.get("not built", 0) == 0
