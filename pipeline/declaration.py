@@ -8,6 +8,7 @@ problem of every file at once, each with file, line and field.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Iterator
@@ -29,7 +30,8 @@ from packaging.version import InvalidVersion, Version
 from .errors import DeclarationError, Problem
 
 SCHEMA = 1
-DECLARATIONS_DIR = Path(__file__).resolve().parent.parent / "declarations"
+DECLARATIONS_ENV = "WHEELPROOF_DECLARATIONS"
+DECLARATIONS_DIR = Path(os.environ.get(DECLARATIONS_ENV) or Path(__file__).resolve().parent.parent / "declarations")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FieldPath = tuple[str | int, ...]

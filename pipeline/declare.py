@@ -149,6 +149,8 @@ class Resolved:
 
 def resolve(requirements: list[str], index: SimpleIndex, before: str | None) -> list[Resolved]:
     """Exact wheels for ``requirements`` on this interpreter, by pip's resolver (no install)."""
+    if not requirements:
+        return []
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "--ignore-installed",
@@ -191,7 +193,30 @@ def _pick_release(index: SimpleIndex, name: str, version: str) -> tuple[IndexFil
     if not wheels:
         raise IndexError_(f"{name} {version} has no wheel on {index.base_url} to compare a rebuild with")
     sdists.sort(key=lambda f: (not f.filename.endswith(".tar.gz"), f.filename))
-    return sdists[0], sorted(wheels, key=lambda f: f.filename)
+    pure = [w for w in wheels if all(t.abi == "none" and t.platform == "any"
+                                     for t in parse_wheel_filename(w.filename)[3])]
+    # A pure wheel is installable everywhere, so publishing compiled ones beside it would put two
+    # wheels of one project on one platform; and the plain sdist build is the pure one.
+    return sdists[0], sorted(pure[:1] or wheels, key=lambda f: f.filename)
+
+
+def latest_version(index: SimpleIndex, name: str) -> str:
+    """The newest final release that has both an sdist and a wheel."""
+    sdists, wheels = set(), set()
+    for f in index.files(name):
+        if f.yanked:
+            continue
+        try:
+            if f.filename.endswith(".whl"):
+                wheels.add(parse_wheel_filename(f.filename)[1])
+            else:
+                sdists.add(parse_sdist_filename(f.filename)[1])
+        except ValueError:
+            continue
+    both = [v for v in sdists & wheels if not v.is_prerelease and not v.is_devrelease]
+    if not both:
+        raise IndexError_(f"{name} has no final release with both an sdist and a wheel")
+    return str(max(both))
 
 
 def _artifact(f: IndexFile) -> Artifact:
@@ -207,11 +232,14 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
 
     req = Requirement(spec)
     pins = [s for s in req.specifier if s.operator == "=="]
-    if len(pins) != 1 or len(req.specifier) != 1:
-        raise WheelproofError(f"declare needs NAME==VERSION, got {spec!r}")
     index = index or SimpleIndex()
     store = store or Store()
-    name, version = req.name, pins[0].version
+    if not req.specifier:
+        name, version = req.name, latest_version(index, req.name)
+    elif len(pins) == 1 and len(req.specifier) == 1:
+        name, version = req.name, pins[0].version
+    else:
+        raise WheelproofError(f"declare needs NAME==VERSION (or NAME for the latest release), got {spec!r}")
     sdist_file, wheel_files = _pick_release(index, name, version)
     what = f"declare {name}=={version}"
     sdist = _artifact(sdist_file)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -79,13 +80,6 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copyfile(src, dest)
-
-
-def _rmtree(path: Path) -> None:
-    def onerror(func: Callable[..., Any], p: str, _exc: Any) -> None:
-        os.chmod(os.path.dirname(p), 0o755)
-        func(p)
-    shutil.rmtree(path, onerror=onerror)
 
 
 def fetch_inputs(store: Store, decl: Declaration, log: Callable[[str], None]) -> dict[str, str]:
@@ -168,6 +162,18 @@ def run_builder(store: Store, decl: Declaration, variation: Variation, workroot:
     return BuildRun(status, wheel, result, log_path.read_text(errors="replace"), time.monotonic() - started)
 
 
+_ERROR_LINE = re.compile(r"^\s*((\w+\.)*\w*(Error|Exception|Exit)\b.*|wheelproof: .*)$")
+_FRONTEND_NOISE = ("BuildBackendException", "CalledProcessError", "wheelproof: prepared")
+
+
+def error_line(log: str) -> str | None:
+    """The backend's own error message: the last exception line that is not the frontend's wrapper."""
+    for line in reversed(log.splitlines()):
+        if _ERROR_LINE.match(line) and not any(n in line for n in _FRONTEND_NOISE):
+            return line.strip()
+    return None
+
+
 def _tail(log: str, n: int = LOG_TAIL_LINES) -> str:
     return "".join(log.splitlines(keepends=True)[-n:])
 
@@ -204,6 +210,7 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
             record["verdict"] = "failed"
             record["violation"] = classify_violation(first.log)
             record["log_tail"] = _tail(first.log)
+            record["error"] = error_line(first.log)
             record["exit_status"] = first.status
         else:
             wheel_digest = store.put_file(first.wheel)
@@ -227,9 +234,6 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
                                        sha256=store.put_file(second.wheel), summary=own.summary())
                     refs.add(determinism["sha256"])
                 record["determinism"] = determinism
-        _rmtree(Path(tmp))
-        tmp_dir = Path(tmp)
-        tmp_dir.mkdir(exist_ok=True)  # TemporaryDirectory cleans up after itself
         log_digest = store.put_compressed("".join(logs).encode())
         refs.add(log_digest)
         record["log"] = {"sha256": log_digest, "encoding": "zstd"}
@@ -246,10 +250,11 @@ def verdict_line(record: dict[str, Any]) -> str:
     if record["verdict"] == "failed":
         why = f"sandbox violation: {record['violation']}" if record.get("violation") else \
             f"exit status {record.get('exit_status')}"
-        last = [ln for ln in record.get("log_tail", "").splitlines() if ln.strip()][-1:]
-        return f"{name} {version}: failed ({why}){': ' + last[0].strip() if last else ''} [{t:.1f}s]"
+        error = record.get("error")
+        return f"{name} {version}: failed ({why}){': ' + error if error else ''} [{t:.1f}s]"
     line = f"{name} {version}: {record.get('summary', record['verdict'])}"
     det = record.get("determinism")
     if det is not None:
-        line += "; our build is " + ("deterministic" if det.get("deterministic") else "NOT deterministic")
+        line += "; our build is " + ("deterministic" if det.get("deterministic") else
+                                     f"NOT deterministic: {det.get('summary') or 'the varied build failed'}")
     return f"{line} [{t:.1f}s, drv {record['derivation_id'][:12]}]"

@@ -1,0 +1,158 @@
+"""Fixtures that make tiny packages, declarations and stores inside each test."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.declaration import Declaration, load, path_for
+from pipeline.sandbox import bwrap_problem
+from pipeline.store import Store, sha256_file
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_BACKEND = Path(__file__).with_name("tinybackend.py")
+SDE = 1700000000
+
+needs_bwrap = pytest.mark.skipif(bwrap_problem() is not None and not os.environ.get("CI"),
+                                 reason=f"no sandbox: {bwrap_problem()}")
+
+
+def make_sdist(dest: Path, name: str, version: str, *, files: dict[str, str] | None = None,
+               hook: str | None = None, **spec: object) -> Path:
+    """An sdist whose pyproject.toml names the in-tree tiny backend (no build inputs)."""
+    top = f"{name}-{version}"
+    spec = {"name": name, "version": version, "files": files or {f"{name.replace('-', '_')}.py": "X = 1\n"},
+            **spec}
+    members = {
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "tinybackend"\nbackend-path = ["."]\n',
+        "tinybackend.py": TINY_BACKEND.read_text(),
+        "tiny.json": json.dumps(spec),
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    }
+    if hook is not None:
+        members["hook.py"] = hook
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{name.replace('-', '_')}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for rel, text in sorted(members.items()):
+            data = text.encode()
+            info = tarfile.TarInfo(f"{top}/{rel}")
+            info.size, info.mtime, info.mode = len(data), SDE, 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def build_upstream(sdist: Path, dest: Path, sde: int = SDE) -> Path:
+    """The 'upstream' wheel: the same backend run directly, outside any sandbox."""
+    work = dest / "unpacked"
+    with tarfile.open(sdist) as tf:
+        tf.extractall(work, filter="data")
+    (src,) = list(work.iterdir())
+    out = dest / "upstream"
+    out.mkdir(parents=True, exist_ok=True)
+    code = "import sys, tinybackend; print(tinybackend.build_wheel(sys.argv[1]))"
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(sde)}
+    if (src / "hook.py").exists():
+        (src / "hook.py").unlink()  # upstream built it cleanly
+    name = subprocess.run([sys.executable, "-c", code, str(out)], cwd=src, env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    shutil.rmtree(work)
+    return out / name
+
+
+def declaration_text(name: str, version: str, sdist: Path, wheel: Path, *, sde: int = SDE,
+                     extra: str = "", dependencies: list[str] | None = None) -> str:
+    s_sha, s_size = sha256_file(sdist)
+    w_sha, w_size = sha256_file(wheel)
+    deps = json.dumps(dependencies or [])
+    return f"""schema = 1
+name = "{name}"
+version = "{version}"
+requires-python = ">=3.8"
+extras = []
+dependencies = {deps}
+
+[sdist]
+filename = "{sdist.name}"
+url = "{sdist.as_uri()}"
+sha256 = "{s_sha}"
+size = {s_size}
+
+[[wheels]]
+filename = "{wheel.name}"
+url = "{wheel.as_uri()}"
+sha256 = "{w_sha}"
+size = {w_size}
+
+[build]
+backend = "tinybackend"
+backend-path = ["."]
+requires = []
+source-date-epoch = {sde}
+inputs = []
+{extra}"""
+
+
+@dataclass
+class World:
+    """A declarations tree, a store and a dist directory, all under tmp_path."""
+
+    root: Path
+    declarations: Path
+    store_root: Path
+    dist: Path
+
+    @property
+    def store(self) -> Store:
+        return Store(self.store_root)
+
+    def declare_tiny(self, name: str = "tiny", version: str = "1.0", *, hook: str | None = None,
+                     upstream_sde: int = SDE, mutate_upstream: bool = False, **spec: object) -> Declaration:
+        sdist = make_sdist(self.dist / f"{name}-{version}", name, version, hook=hook, **spec)
+        wheel = build_upstream(sdist, self.dist / f"{name}-{version}", sde=upstream_sde)
+        if mutate_upstream:
+            _rewrite_member(wheel, f"{name.replace('-', '_')}.py", b"X = 2\n")
+        path = path_for(name, self.declarations)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(declaration_text(name, version, sdist, wheel,
+                                         dependencies=list(spec.get("dependencies", []))))  # type: ignore[arg-type]
+        return load(path, self.declarations)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "WHEELPROOF_STORE": str(self.store_root),
+                "WHEELPROOF_DECLARATIONS": str(self.declarations)}
+
+    def doit(self, *args: str, command: str = "run", check: bool = False) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "doit", command, "-f", str(REPO / "dodo.py"), "--db-file",
+               str(self.root / "doit.db"), *args]
+        return subprocess.run(cmd, env=self.env(), capture_output=True, text=True, check=check, cwd=self.root)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipeline", *args], env=self.env(), capture_output=True,
+                              text=True, cwd=REPO)
+
+
+def _rewrite_member(wheel: Path, member: str, data: bytes) -> None:
+    import zipfile
+
+    tmp = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tmp, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, data if info.filename == member else src.read(info.filename))
+    tmp.replace(wheel)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    w = World(tmp_path, tmp_path / "declarations", tmp_path / "store", tmp_path / "dist")
+    w.declarations.mkdir()
+    return w
