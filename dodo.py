@@ -22,6 +22,16 @@ def task_build():
         }
 
 
+def task_check():
+    """The repository's consistency rules over every declaration and supported environment."""
+    return {
+        "actions": [tasks.check],
+        "params": [{"name": "json", "long": "json", "type": bool, "default": False,
+                    "help": "report as JSON"}],
+        "uptodate": [False],
+    }
+
+
 def task_snapshot():
-    """Build everything, then publish the snapshot."""
-    return {"actions": [tasks.snapshot], "task_dep": ["build"], "uptodate": [False]}
+    """Build and check everything, then publish the snapshot."""
+    return {"actions": [tasks.snapshot], "task_dep": ["build", "check"], "uptodate": [False]}

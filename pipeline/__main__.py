@@ -55,9 +55,16 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from . import tasks
+
+    return 0 if tasks.check(json=args.json) else 1
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "declare": (_declare, "write declarations/<xx>/<name>.toml for NAME==VERSION from the index"),
     "build": (_build, "build declarations by name (what `doit build:NAME` runs)"),
+    "check": (_check, "the repository's consistency rules (what `doit check` runs)"),
     "validate": (_validate, "load every declaration and report every problem"),
     "fsck": (_fsck, "verify every object in the store"),
     "gc": (_gc, "delete store objects no declaration, build record or snapshot references"),
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--index-url", default=None)
         elif name == "build":
             p.add_argument("names", nargs="+")
+        elif name == "check":
+            p.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if getattr(args, "index_url", "x") is None:
         from .index import DEFAULT_INDEX

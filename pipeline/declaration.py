@@ -30,6 +30,7 @@ from packaging.version import InvalidVersion, Version
 from .errors import DeclarationError, Problem
 
 SCHEMA = 1
+NON_DECLARATIONS = {"environments.toml"}  # reviewed data beside the shards that is not a project
 DECLARATIONS_ENV = "WHEELPROOF_DECLARATIONS"
 DECLARATIONS_DIR = Path(os.environ.get(DECLARATIONS_ENV) or Path(__file__).resolve().parent.parent / "declarations")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -88,6 +89,8 @@ class Deselection:
 
 @dataclass(frozen=True)
 class TestSpec:
+    __test__ = False  # not a pytest class
+
     requires: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     source: Artifact | None = None
@@ -110,6 +113,8 @@ class Declaration:
     wheels: tuple[Artifact, ...]
     build: BuildSpec
     test: TestSpec | None = None
+    unsupported: tuple[Deselection, ...] = ()  # environment patterns left out on purpose, with reasons
+    accept_differs: str | None = None  # why a rebuild that differs from upstream may still be published
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -179,13 +184,16 @@ class _Reader:
 
     def __init__(self, path: Path, text: str, problems: list[Problem]):
         self.path = path
-        self.lines = field_lines(text)
+        self.text = text
+        self._lines: dict[FieldPath, int] | None = None  # computed only when a problem needs a line
         self.problems = problems
 
     def line(self, fpath: FieldPath) -> int | None:
+        if self._lines is None:
+            self._lines = field_lines(self.text)
         for n in range(len(fpath), 0, -1):
-            if fpath[:n] in self.lines:
-                return self.lines[fpath[:n]]
+            if fpath[:n] in self._lines:
+                return self._lines[fpath[:n]]
         return None
 
     def problem(self, fpath: FieldPath, message: str) -> None:
@@ -356,7 +364,7 @@ def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:
 
 
 TOP_LEVEL = ["schema", "name", "version", "requires-python", "extras", "dependencies", "sdist", "wheels",
-             "build", "test"]
+             "build", "test", "unsupported", "accept-differs"]
 
 
 def parse(path: Path, text: str, problems: list[Problem], root: Path | None = None) -> Declaration | None:
@@ -406,11 +414,13 @@ def parse(path: Path, text: str, problems: list[Problem], root: Path | None = No
         r.problem(("wheels",), "at least one upstream wheel is required")
     build = _build(r, r.table(doc, "build", ()))
     test = _test(r, r.table(doc, "test", (), required=False)) if "test" in doc else None
+    unsupported = _reasoned(r, doc, "unsupported", ())
+    accept_differs = r.get(doc, "accept-differs", str, (), required=False)
     if len(problems) > before or None in (name, version, sdist, build):
         return None
     assert name is not None and version is not None and sdist is not None and build is not None
     return Declaration(path, name, version, rp, tuple(extras), tuple(deps), sdist, tuple(wheels), build, test,
-                       doc)
+                       unsupported, accept_differs, doc)
 
 
 def load(path: Path, root: Path | None = None) -> Declaration:
@@ -433,7 +443,7 @@ def load_all(root: Path = DECLARATIONS_DIR) -> dict[str, Declaration]:
     """Every declaration under ``root`` keyed by canonical name; all problems raised together."""
     problems: list[Problem] = []
     out: dict[str, Declaration] = {}
-    for stray in sorted(p for p in root.glob("*.toml")):
+    for stray in sorted(p for p in root.glob("*.toml") if p.name not in NON_DECLARATIONS):
         problems.append(Problem(stray, None, "", "declarations belong in a shard directory <xx>/<name>.toml"))
     for path in iter_paths(root):
         try:

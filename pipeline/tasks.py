@@ -6,11 +6,15 @@ import sys
 from collections import Counter
 from functools import cache
 
-from .declaration import DECLARATIONS_DIR, Declaration, load_all
+from . import environments
+from .check import report, run_rules
+from .declaration import DECLARATIONS_DIR, Artifact, Declaration, load_all
 from .derivation import toolchain
 from .errors import DeclarationError, WheelproofError
 from .rebuild import build, derivation, is_built, load_record, verdict_line
+from .fetch import fetch
 from .store import Store
+from .wheelfile import WheelFacts, facts_for
 
 
 @cache
@@ -95,3 +99,17 @@ def snapshot() -> bool:
     total = len(declarations())
     print("snapshot: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) + f" (of {total})")
     return counts.get("failed", 0) == 0 and counts.get("not built", 0) == 0
+
+
+def wheel_facts(decl: Declaration, wheel: Artifact) -> WheelFacts:
+    fetch(store(), wheel, what=f"{decl.path} (wheels)")
+    return facts_for(store(), wheel.sha256, wheel.filename)
+
+
+def check(json: bool = False) -> bool:
+    """Run every rule over the declared set; one line per failure (or JSON); False fails the task."""
+    decls = declarations()
+    envs = environments.load(environments.ENVIRONMENTS_FILE)
+    failures = run_rules(decls, envs, wheel_facts)
+    print(report(failures, len(decls), len(envs), as_json=json))
+    return not failures

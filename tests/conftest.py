@@ -31,7 +31,7 @@ def make_sdist(dest: Path, name: str, version: str, *, files: dict[str, str] | N
     """An sdist whose pyproject.toml names the in-tree tiny backend (no build inputs)."""
     top = f"{name}-{version}"
     spec = {"name": name, "version": version, "files": files or {f"{name.replace('-', '_')}.py": "X = 1\n"},
-            **spec}
+            "requires_python": ">=3.8", **spec}
     members = {
         "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "tinybackend"\nbackend-path = ["."]\n',
         "tinybackend.py": TINY_BACKEND.read_text(),

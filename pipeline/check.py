@@ -1,0 +1,232 @@
+"""``doit check``: the consistency rules of a curated, singly-versioned repository.
+
+Each rule has a stable name used in reports. The pure core, :func:`run_rules`, takes declarations,
+supported environments and a way to get each wheel's facts; the I/O (fetching wheels, caching their
+facts) is at the edge in :func:`check_set`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+from .declaration import Artifact, Declaration
+from .environments import Environment
+from .wheelfile import WheelFacts
+
+RULES = {
+    "single-version": "one version per project",
+    "platform-unique": "no two wheels of one project installable on the same supported environment",
+    "coverage": "a wheel installable on every supported environment requires-python admits",
+    "names": "declaration name and version equal the wheels' filenames and METADATA",
+    "metadata": "requires-python, dependencies and extras equal the wheel's METADATA",
+    "closure": "every requirement satisfied by the set, for every environment and requested extra",
+    "test-closure": "test requirements are in the set",
+    "wheel-integrity": "valid archive, RECORD, paths, sizes, WHEEL and METADATA",
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    declaration: str
+    rule: str
+    project: str
+    environment: str | None
+    requirement: str | None
+    message: str
+
+    def __str__(self) -> str:
+        env = f" [{self.environment}]" if self.environment else ""
+        req = f" (requirement: {self.requirement})" if self.requirement else ""
+        return f"{self.declaration}: {self.rule}: {self.project}{env}: {self.message}{req}"
+
+
+def _order(f: Failure) -> tuple[str, ...]:
+    return (f.declaration, f.rule, f.environment or "", f.requirement or "", f.message)
+
+
+FactsFor = Callable[[Declaration, Artifact], WheelFacts | None]
+
+
+@lru_cache(maxsize=None)
+def _req(text: str) -> Requirement:
+    return Requirement(text)
+
+
+@lru_cache(maxsize=None)
+def _spec(text: str) -> SpecifierSet:
+    return SpecifierSet(text)
+
+
+@lru_cache(maxsize=None)
+def _version(text: str) -> Version:
+    return Version(text)
+
+
+@lru_cache(maxsize=1 << 16)
+def _marker_true(marker: str, env_index: int, extra: str) -> bool:
+    return Marker(marker).evaluate({**_ENVS[env_index].markers, "extra": extra})
+
+
+_ENVS: list[Environment] = []
+
+
+@lru_cache(maxsize=None)
+def _wheel_tags(filename: str) -> frozenset[Tag]:
+    return parse_wheel_filename(filename)[3]
+
+
+def _satisfied(spec: SpecifierSet, version: str) -> bool:
+    # PEP 440: pre-releases are accepted when they are the only versions that match.
+    return bool(list(spec.filter([_version(version)])))
+
+
+def _admits(decl: Declaration, env: Environment) -> bool:
+    return decl.requires_python is None or _spec(decl.requires_python).contains(env.python, prereleases=True)
+
+
+def _left_out(decl: Declaration, env: Environment) -> str | None:
+    for u in decl.unsupported:
+        if fnmatch.fnmatchcase(env.name, u.target) or fnmatch.fnmatchcase(env.platform, u.target):
+            return u.reason
+    return None
+
+
+def _norm_reqs(values: Iterable[str]) -> set[str]:
+    return {str(_req(v)) for v in values}
+
+
+def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_for: FactsFor) -> list[Failure]:
+    envs = list(envs)
+    _ENVS[:] = envs
+    _marker_true.cache_clear()
+    failures: list[Failure] = []
+
+    def fail(d: Declaration, rule: str, message: str, env: Environment | None = None, req: str | None = None):
+        failures.append(Failure(str(d.path), rule, d.canonical_name, env.name if env else None, req, message))
+
+    by_name = {canonicalize_name(k): d for k, d in decls.items()}
+    for d in decls.values():
+        # single-version and names: every wheel is of the declared project and version
+        for w in d.wheels:
+            name, version, _, _ = parse_wheel_filename(w.filename)
+            if name != d.canonical_name:
+                fail(d, "names", f"wheel {w.filename} is of project {name}")
+            if version != _version(d.version):
+                fail(d, "single-version", f"wheel {w.filename} is version {version}, declared {d.version}")
+        # platform-unique and coverage
+        for i, env in enumerate(envs):
+            installable = [w for w in d.wheels if _wheel_tags(w.filename) & env.tag_set]
+            if len(installable) > 1:
+                fail(d, "platform-unique", "wheels installable together: " +
+                     ", ".join(w.filename for w in installable), env)
+            if not installable and _admits(d, env) and _left_out(d, env) is None:
+                fail(d, "coverage", "no wheel installable here (declare it in [[unsupported]] with a reason)", env)
+        # names, metadata and wheel-integrity, from each wheel's own files
+        for w in d.wheels:
+            facts = facts_for(d, w)
+            if facts is None:
+                continue
+            for problem in facts.problems:
+                fail(d, "wheel-integrity", f"{w.filename}: {problem}")
+            if facts.name is not None and canonicalize_name(facts.name) != d.canonical_name:
+                fail(d, "names", f"{w.filename}: METADATA Name is {facts.name!r}")
+            if facts.version is not None and _version(facts.version) != _version(d.version):
+                fail(d, "names", f"{w.filename}: METADATA Version is {facts.version}")
+            if facts.metadata is None:
+                continue
+            if (facts.requires_python or None) != (d.requires_python or None) and not (
+                    facts.requires_python and d.requires_python
+                    and _spec(facts.requires_python) == _spec(d.requires_python)):
+                fail(d, "metadata", f"{w.filename}: Requires-Python is {facts.requires_python!r}, "
+                                    f"declared {d.requires_python!r}")
+            declared, actual = _norm_reqs(d.dependencies), _norm_reqs(facts.requires_dist)
+            for r in sorted(actual - declared):
+                fail(d, "metadata", f"{w.filename}: Requires-Dist not declared", req=r)
+            for r in sorted(declared - actual):
+                fail(d, "metadata", f"{w.filename}: declared dependency not in METADATA", req=r)
+            if {canonicalize_name(e) for e in facts.provides_extra} != {canonicalize_name(e) for e in d.extras}:
+                fail(d, "metadata", f"{w.filename}: Provides-Extra is {sorted(facts.provides_extra)}, "
+                                    f"declared {sorted(d.extras)}")
+        # test-closure
+        if d.test:
+            for text in d.test.requires:
+                r = _req(text)
+                target = by_name.get(canonicalize_name(r.name))
+                if target is None:
+                    fail(d, "test-closure", f"test requirement names {r.name}, which is not in the set", req=text)
+                elif not _satisfied(r.specifier, target.version):
+                    fail(d, "test-closure", f"the set has {target.name} {target.version}", req=text)
+    failures += _closure(decls, by_name, envs)
+    return sorted(set(failures), key=_order)
+
+
+def _closure(decls: dict[str, Declaration], by_name: dict[str, Declaration],
+             envs: list[Environment]) -> list[Failure]:
+    """Per environment, propagate requested extras to a fixed point, checking each active requirement."""
+    out: list[Failure] = []
+    parsed = {n: [(t, _req(t)) for t in d.dependencies] for n, d in by_name.items()}
+    extras_of = {n: {canonicalize_name(e) for e in d.extras} for n, d in by_name.items()}
+    for i, env in enumerate(envs):
+        installed = {n for n, d in by_name.items() if _admits(d, env) and _left_out(d, env) is None}
+        requested: dict[str, set[str]] = {n: {""} for n in installed}
+        queue = [(n, "") for n in installed]
+        seen: set[tuple[str, str]] = set(queue)
+        while queue:
+            name, extra = queue.pop()
+            d = by_name[name]
+            for text, r in parsed[name]:
+                if r.marker is not None and not _marker_true(str(r.marker), i, extra):
+                    continue
+                if r.marker is None and extra:
+                    continue  # unconditional requirements were already checked for the base
+                target_name = canonicalize_name(r.name)
+                target = by_name.get(target_name)
+                if target is None:
+                    out.append(Failure(str(d.path), "closure", name, env.name, text,
+                                       f"requires {r.name}, which is not in the set"))
+                    continue
+                if not _satisfied(r.specifier, target.version):
+                    out.append(Failure(str(d.path), "closure", name, env.name, text,
+                                       f"the set has {target.name} {target.version}"))
+                if target_name not in installed:
+                    why = _left_out(target, env) or f"requires-python {target.requires_python}"
+                    out.append(Failure(str(d.path), "closure", name, env.name, text,
+                                       f"{target.name} is not available here ({why})"))
+                    continue
+                for e in map(canonicalize_name, r.extras):
+                    if e not in extras_of[target_name]:
+                        out.append(Failure(str(d.path), "closure", name, env.name, text,
+                                           f"{target.name} {target.version} has no extra {e!r}"))
+                    elif (target_name, e) not in seen:
+                        seen.add((target_name, e))
+                        requested[target_name].add(e)
+                        queue.append((target_name, e))
+    return out
+
+
+def report(failures: list[Failure], n_decls: int, n_envs: int, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({"ok": not failures, "declarations": n_decls, "environments": n_envs,
+                           "rules": RULES, "failures": [asdict(f) for f in failures]}, indent=1)
+    lines = [str(f) for f in failures]
+    by_rule: dict[str, int] = {}
+    for f in failures:
+        by_rule[f.rule] = by_rule.get(f.rule, 0) + 1
+    if failures:
+        lines.append(f"check: {len(failures)} failures (" +
+                     ", ".join(f"{r} {n}" for r, n in sorted(by_rule.items())) +
+                     f") in {n_decls} declarations over {n_envs} environments")
+    else:
+        lines.append(f"check: ok: {n_decls} declarations, {len(RULES)} rules, {n_envs} environments")
+    return "\n".join(lines)
