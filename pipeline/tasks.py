@@ -7,6 +7,7 @@ from collections import Counter
 from functools import cache
 
 from . import environments
+from . import snapshot as snapshots
 from .check import report, run_rules
 from .declaration import DECLARATIONS_DIR, Artifact, Declaration, load_all
 from .derivation import toolchain
@@ -94,11 +95,32 @@ def gc(dry_run: bool = False) -> list[str]:
     return s.gc(declaration_roots())
 
 
-def snapshot() -> bool:
+def snapshot(host: str = "127.0.0.1", port: int = 8080) -> bool:
+    """Publish the checked, built set as one UnixFS DAG, a CAR, and a root in the store."""
+    decls, recs, s = declarations(), records(), store()
     counts = verdict_counts()
-    total = len(declarations())
-    print("snapshot: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) + f" (of {total})")
-    return counts.get("failed", 0) == 0 and counts.get("not built", 0) == 0
+    print("snapshot: verdicts " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) +
+          f" (of {len(decls)})", flush=True)
+    try:
+        published = snapshots.select(decls, recs, lambda d, w: wheel_facts(d, w).metadata or b"",
+                                     lambda w: s.read_bytes(w.sha256))
+    except snapshots.SnapshotRefused as e:
+        for reason in e.reasons:
+            print(f"snapshot: refused: {reason}", file=sys.stderr)
+        return False
+    print(f"snapshot: importing {len(published)} wheels of {len(decls)} projects", flush=True)
+    tree = snapshots.render(published, lambda a: s.verified_path(a.sha256),
+                            lambda w: s.read_bytes(w.metadata_sha256))
+    snap = snapshots.build(s, tree)
+    url = f"http://{host}:{port}/ipfs/{snap.root}"
+    print(f"""snapshot: root CID {snap.root}
+  CAR      {snap.car_path} ({snap.car_size:,} bytes, sha256 {snap.car_sha256}, {snap.blocks} blocks)
+  mirror   ipfs dag import {snap.car_path} && ipfs pin add {snap.root}
+  serve    .venv/bin/doit serve   (or: python -m pipeline serve --host {host} --port {port})
+  install  pip install --index-url {url}/simple/ NAME
+           uv pip install --index-url {url}/simple/ NAME
+  status   {url}/""", flush=True)
+    return True
 
 
 def wheel_facts(decl: Declaration, wheel: Artifact) -> WheelFacts:
