@@ -35,3 +35,14 @@ def task_check():
 def task_snapshot():
     """Build and check everything, then publish the snapshot."""
     return {"actions": [tasks.snapshot], "task_dep": ["build", "check"], "uptodate": [False]}
+
+
+def task_serve():
+    """Serve the store's snapshots over HTTP as an IPFS gateway (pip/uv install from it)."""
+    return {
+        "actions": [tasks.serve],
+        "params": [{"name": "host", "long": "host", "default": "127.0.0.1", "help": "address to bind"},
+                   {"name": "port", "long": "port", "type": int, "default": 8080, "help": "port"}],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

@@ -61,10 +61,18 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if tasks.check(json=args.json) else 1
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from . import tasks
+
+    tasks.serve(args.host, args.port)
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "declare": (_declare, "write declarations/<xx>/<name>.toml for NAME==VERSION from the index"),
     "build": (_build, "build declarations by name (what `doit build:NAME` runs)"),
     "check": (_check, "the repository's consistency rules (what `doit check` runs)"),
+    "serve": (_serve, "serve the store's snapshots as an IPFS gateway (what `doit serve` runs)"),
     "validate": (_validate, "load every declaration and report every problem"),
     "fsck": (_fsck, "verify every object in the store"),
     "gc": (_gc, "delete store objects no declaration, build record or snapshot references"),
@@ -81,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--index-url", default=None)
         elif name == "build":
             p.add_argument("names", nargs="+")
+        elif name == "serve":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8080)
         elif name == "check":
             p.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -135,3 +135,13 @@ def check(json: bool = False) -> bool:
     failures = run_rules(decls, envs, wheel_facts)
     print(report(failures, len(decls), len(envs), as_json=json))
     return not failures
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
+    from .gateway import serve as run_gateway
+
+    latest = store().get_ref(snapshots.TAG_KIND, "latest")
+    if latest:
+        root = store().read_json(latest)["root"]
+        print(f"latest snapshot: pip install --index-url http://{host}:{port}/ipfs/{root}/simple/ NAME", flush=True)
+    run_gateway(store(), host, port)
