@@ -219,3 +219,13 @@ def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snaps
         store.set_ref(TAG_KIND, "latest", manifest)
     log(f"snapshot: {len(blocks)} blocks ({counts['new']} new in the store)")
     return Snapshot(root, car_path, size, car_sha, len(blocks), counts["new"], manifest)
+
+
+def publish(store: Store, decls: dict[str, Declaration], records: dict[str, dict[str, Any]],
+            metadata_for: Callable[[Declaration, Artifact], bytes],
+            log: Callable[[str], None] = print) -> tuple[Snapshot, list[PublishedWheel]]:
+    """Policy, tree and DAG in one step: what ``doit snapshot`` does once builds and checks pass."""
+    published = select(decls, records, metadata_for, lambda w: store.read_bytes(w.sha256))
+    log(f"snapshot: importing {len(published)} wheels of {len(decls)} projects")
+    tree = render(published, lambda a: store.verified_path(a.sha256), lambda w: store.read_bytes(w.metadata_sha256))
+    return build(store, tree, log), published

@@ -102,16 +102,12 @@ def snapshot(host: str = "127.0.0.1", port: int = 8080) -> bool:
     print("snapshot: verdicts " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) +
           f" (of {len(decls)})", flush=True)
     try:
-        published = snapshots.select(decls, recs, lambda d, w: wheel_facts(d, w).metadata or b"",
-                                     lambda w: s.read_bytes(w.sha256))
+        snap, _ = snapshots.publish(s, decls, recs, lambda d, w: wheel_facts(d, w).metadata or b"",
+                                    log=lambda m: print(m, flush=True))
     except snapshots.SnapshotRefused as e:
         for reason in e.reasons:
             print(f"snapshot: refused: {reason}", file=sys.stderr)
         return False
-    print(f"snapshot: importing {len(published)} wheels of {len(decls)} projects", flush=True)
-    tree = snapshots.render(published, lambda a: s.verified_path(a.sha256),
-                            lambda w: s.read_bytes(w.metadata_sha256))
-    snap = snapshots.build(s, tree)
     url = f"http://{host}:{port}/ipfs/{snap.root}"
     print(f"""snapshot: root CID {snap.root}
   CAR      {snap.car_path} ({snap.car_size:,} bytes, sha256 {snap.car_sha256}, {snap.blocks} blocks)
