@@ -33,6 +33,9 @@ lint: setup
 benchmarks: setup
 	$(PY) benchmarks/noop_build.py
 	$(PY) benchmarks/rebuild_time.py
+	$(PY) benchmarks/check_scale.py
+	cd tests/js && npm ci --no-audit --no-fund
+	$(PY) benchmarks/snapshot_throughput.py
 
 verdicts: setup
 	$(PY) benchmarks/verdicts.py
