@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_TOOLS := bwrap:bubblewrap minisign:minisign node:nodejs npm:npm
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system snapshot test lint benchmarks verdicts
+.PHONY: setup system snapshot test lint benchmarks verdicts test-report
 
 setup: system $(VENV)/.installed
 
@@ -39,3 +39,6 @@ benchmarks: setup
 
 verdicts: setup
 	$(PY) benchmarks/verdicts.py
+
+test-report: setup
+	$(PY) benchmarks/test_report.py

@@ -22,6 +22,18 @@ def task_build():
         }
 
 
+def task_test():
+    """Run each declared test suite against the wheel we publish, in the sandbox."""
+    yield {"name": None, "doc": "run every declared test suite"}
+    for name in tasks.with_tests():
+        yield {
+            "name": name,
+            "actions": [(tasks.test_one, [name])],
+            "uptodate": [(tasks.tested, [name])],
+            "task_dep": [f"build:{name}"],
+        }
+
+
 def task_check():
     """The repository's consistency rules over every declaration and supported environment."""
     return {
@@ -34,7 +46,7 @@ def task_check():
 
 def task_snapshot():
     """Build and check everything, then publish the snapshot."""
-    return {"actions": [tasks.snapshot], "task_dep": ["build", "check"], "uptodate": [False]}
+    return {"actions": [tasks.snapshot], "task_dep": ["build", "check", "test"], "uptodate": [False]}
 
 
 def task_serve():

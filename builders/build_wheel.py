@@ -17,6 +17,7 @@ writes /out/<phase>.json and exits non-zero on failure; the log is what it print
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ import zipfile
 from pathlib import Path
 
 
-def install_wheel(wheel: Path, site: Path, scripts: Path) -> None:
+def install_wheel(wheel: Path, site: Path, scripts: Path, python: str = "/usr/bin/python3") -> None:
     """Unpack a wheel into an environment (PEP 427: purelib/platlib into site, scripts into bin)."""
     with zipfile.ZipFile(wheel) as zf:
         for info in zf.infolist():
@@ -54,6 +55,27 @@ def install_wheel(wheel: Path, site: Path, scripts: Path) -> None:
                 shutil.copyfileobj(src, out)
             if info.external_attr >> 16 & 0o111:
                 dest.chmod(0o755)
+        entry_points = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/entry_points.txt")]
+        for name in entry_points:
+            write_scripts(zf.read(name).decode(), scripts, python)
+
+
+def write_scripts(entry_points: str, scripts: Path, python: str) -> None:
+    """Console and GUI scripts for an entry_points.txt (the entry points specification)."""
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(entry_points)
+    for section in ("console_scripts", "gui_scripts"):
+        if not parser.has_section(section):
+            continue
+        for script, target in parser.items(section):
+            module, _, attr = target.partition(":")
+            attr = attr.split("[")[0].strip()
+            scripts.mkdir(parents=True, exist_ok=True)
+            path = scripts / script.strip()
+            path.write_text(f"#!{python}\nimport sys\nfrom {module.strip()} import {attr.split('.')[0]}\n"
+                            f"sys.exit({attr}())\n")
+            path.chmod(0o755)
 
 
 class IsolatedEnv:
@@ -71,7 +93,7 @@ class IsolatedEnv:
         venv.EnvBuilder(with_pip=False, symlinks=True, clear=True).create(path)
         env = cls(path)
         for wheel in sorted(wheels):
-            install_wheel(wheel, env.site, env.scripts)
+            install_wheel(wheel, env.site, env.scripts, env.python)
         return env
 
     def missing(self, requirements: set[str]) -> list[str]:

@@ -74,12 +74,17 @@ def is_built(store: Store, decl: Declaration) -> bool:
     return load_record(store, derivation(decl).id)["verdict"] != "failed"  # type: ignore[index]
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def link_or_copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dest)
     except OSError:
         shutil.copyfile(src, dest)
+
+
+def stage_builder(inputs: Path) -> None:
+    """Copy the builder programs into a sandbox's read-only inputs (at /inputs/builder)."""
+    shutil.copytree(BUILDERS_DIR, inputs / "builder", ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def fetch_inputs(store: Store, decl: Declaration, log: Callable[[str], None]) -> dict[str, str]:
@@ -93,7 +98,8 @@ def fetch_inputs(store: Store, decl: Declaration, log: Callable[[str], None]) ->
     return {a.filename: a.sha256 for _, a in wanted}
 
 
-def _environment(decl: Declaration, variation: Variation) -> dict[str, str]:
+def sandbox_environment(decl: Declaration, variation: Variation | None = None) -> dict[str, str]:
+    variation = variation or PRIMARY
     env = {
         "PATH": "/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -125,14 +131,14 @@ def run_builder(store: Store, decl: Declaration, variation: Variation, workroot:
     inputs, env, tools, extract, out = (workroot / d for d in ("inputs", "env", "tools", "extract", "out"))
     for d in (env, tools, extract, out):
         d.mkdir(parents=True)
-    _link_or_copy(store.verified_path(decl.sdist.sha256), inputs / "sdist" / decl.sdist.filename)
+    link_or_copy(store.verified_path(decl.sdist.sha256), inputs / "sdist" / decl.sdist.filename)
     for a in decl.build.all_inputs:
-        _link_or_copy(store.verified_path(a.sha256), inputs / "wheels" / a.filename)
+        link_or_copy(store.verified_path(a.sha256), inputs / "wheels" / a.filename)
     for a in toolchain():
-        _link_or_copy(store.verified_path(a.sha256), inputs / "tools" / a.filename)
-    shutil.copytree(BUILDERS_DIR, inputs / "builder", ignore=shutil.ignore_patterns("__pycache__"))
+        link_or_copy(store.verified_path(a.sha256), inputs / "tools" / a.filename)
+    stage_builder(inputs)
     log_path = workroot / "build.log"
-    environment = _environment(decl, variation)
+    environment = sandbox_environment(decl, variation)
     unsandboxed = unsandboxed_requested()
     common = [Bind(inputs, "/inputs"), Bind(out, "/out", writable=True)]
     python = str(base_python())

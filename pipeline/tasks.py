@@ -8,6 +8,7 @@ from functools import cache
 
 from . import environments
 from . import snapshot as snapshots
+from . import testing
 from .check import report, run_rules
 from .declaration import DECLARATIONS_DIR, Artifact, Declaration, load_all
 from .derivation import toolchain
@@ -141,3 +142,26 @@ def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
         root = store().read_json(latest)["root"]
         print(f"latest snapshot: pip install --index-url http://{host}:{port}/ipfs/{root}/simple/ NAME", flush=True)
     run_gateway(store(), host, port)
+
+
+def tested(name: str) -> bool:
+    decl = declarations()[name]
+    return testing.load_result(store(), testing.plan(decl, declarations())) is not None
+
+
+def test_one(name: str) -> bool:
+    """Run NAME's test suite; a failure blocks (returns False) unless the declaration marks it known."""
+    decl = declarations()[name]
+    try:
+        p = testing.plan(decl, declarations())
+        print(f"test:{name} {decl.version} (test id {p.id[:12]}, {len(p.wheels)} wheels)", flush=True)
+        record = testing.run(p, store(), log=lambda m: print(f"  {m}", flush=True))
+    except WheelproofError as e:
+        print(f"test:{name}: error: {e}", file=sys.stderr)
+        return False
+    print(f"test:{testing.summary_line(record)}", flush=True)
+    return record["outcome"] in ("passed", "known-failure")
+
+
+def with_tests() -> list[str]:
+    return [n for n, d in declarations().items() if d.test is not None]

@@ -27,7 +27,7 @@ needs_bwrap = pytest.mark.skipif(bwrap_problem() is not None and not os.environ.
 
 
 def make_sdist(dest: Path, name: str, version: str, *, files: dict[str, str] | None = None,
-               hook: str | None = None, **spec: object) -> Path:
+               hook: str | None = None, sdist_files: dict[str, str] | None = None, **spec: object) -> Path:
     """An sdist whose pyproject.toml names the in-tree tiny backend (no build inputs)."""
     top = f"{name}-{version}"
     spec = {"name": name, "version": version, "files": files or {f"{name.replace('-', '_')}.py": "X = 1\n"},
@@ -40,6 +40,7 @@ def make_sdist(dest: Path, name: str, version: str, *, files: dict[str, str] | N
     }
     if hook is not None:
         members["hook.py"] = hook
+    members.update(sdist_files or {})  # in the sdist only (tests), not in the wheel
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / f"{name.replace('-', '_')}-{version}.tar.gz"
     with tarfile.open(path, "w:gz") as tf:
@@ -116,15 +117,18 @@ class World:
         return Store(self.store_root)
 
     def declare_tiny(self, name: str = "tiny", version: str = "1.0", *, hook: str | None = None,
-                     upstream_sde: int = SDE, mutate_upstream: bool = False, **spec: object) -> Declaration:
-        sdist = make_sdist(self.dist / f"{name}-{version}", name, version, hook=hook, **spec)
+                     upstream_sde: int = SDE, mutate_upstream: bool = False, test_table: str = "",
+                     sdist_files: dict[str, str] | None = None, **spec: object) -> Declaration:
+        sdist = make_sdist(self.dist / f"{name}-{version}", name, version, hook=hook, sdist_files=sdist_files,
+                           **spec)
         wheel = build_upstream(sdist, self.dist / f"{name}-{version}", sde=upstream_sde)
         if mutate_upstream:
             _rewrite_member(wheel, f"{name.replace('-', '_')}.py", b"X = 2\n")
         path = path_for(name, self.declarations)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(declaration_text(name, version, sdist, wheel,
-                                         dependencies=list(spec.get("dependencies", []))))  # type: ignore[arg-type]
+                                         dependencies=list(spec.get("dependencies", [])),  # type: ignore[call-overload]
+                                         extra=test_table))
         return load(path, self.declarations)
 
     def env(self) -> dict[str, str]:

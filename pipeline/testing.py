@@ -1,0 +1,214 @@
+"""``doit test:NAME``: run a package's own tests against the wheel we publish, in the build sandbox.
+
+The environment holds only the published wheel, its runtime closure and the test requirements,
+taken from the set's own wheels (for this build platform) plus any ``[[test.inputs]]`` pinned wheels;
+the tests come from the sdist (or a declared ``[test] source``). A test derivation id covers all of
+that plus the ``[test]`` table and the runner program; the task is up to date while a result for it
+is in the store. Results go into a test record (``refs/tests/<id>``) and into the build record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from .declaration import Artifact, Declaration
+from .derivation import build_platform, builder_digest, canonical_json
+from .errors import WheelproofError
+from .fetch import fetch
+from .rebuild import RECORD_KIND, derivation, error_line, link_or_copy, sandbox_environment, stage_builder
+from .sandbox import Bind, Sandbox, base_python, classify_violation, unsandboxed_requested
+from .store import Store
+
+TEST_KIND = "tests"
+DEFAULT_COMMAND = ("python", "-m", "pytest")
+
+
+class ClosureError(WheelproofError):
+    pass
+
+
+def runtime_closure(decl: Declaration, decls: dict[str, Declaration], extra: tuple[str, ...] = ()) -> list[Declaration]:
+    """The declarations needed to import ``decl`` (and ``extra`` requirements) on this interpreter."""
+    env = dict(default_environment())
+    out: dict[str, Declaration] = {}
+    queue: list[tuple[Declaration, str]] = [(decl, "")]
+    queue += [(_find(r, decls, decl), e) for r in extra for e in [""] + sorted(Requirement(r).extras)]
+    seen: set[tuple[str, str]] = set()
+    while queue:
+        d, ex = queue.pop()
+        if (d.canonical_name, ex) in seen:
+            continue
+        seen.add((d.canonical_name, ex))
+        out[d.canonical_name] = d
+        for text in d.dependencies:
+            r = Requirement(text)
+            if r.marker is not None and not r.marker.evaluate({**env, "extra": ex}):
+                continue
+            if r.marker is None and ex:
+                continue
+            target = _find(text, decls, d)
+            queue += [(target, "")] + [(target, canonicalize_name(e)) for e in r.extras]
+    return sorted(out.values(), key=lambda d: d.canonical_name)
+
+
+def _find(requirement: str, decls: dict[str, Declaration], by: Declaration) -> Declaration:
+    name = canonicalize_name(Requirement(requirement).name)
+    if name not in decls:
+        raise ClosureError(f"{by.path}: {requirement!r} is not in the set (run `doit check`)")
+    return decls[name]
+
+
+def _published(decl: Declaration) -> Artifact:
+    return decl.wheel_for_build()
+
+
+@dataclass(frozen=True)
+class TestPlan:
+    __test__ = False
+
+    decl: Declaration
+    wheels: tuple[Artifact, ...]      # published wheel first
+    source: Artifact
+
+    def description(self) -> dict[str, Any]:
+        t = self.decl.test
+        assert t is not None
+        return {
+            "schema": 1, "name": self.decl.canonical_name, "version": self.decl.version,
+            "wheels": [{"filename": w.filename, "sha256": w.sha256} for w in self.wheels],
+            "source": {"filename": self.source.filename, "sha256": self.source.sha256},
+            "command": list(t.command or DEFAULT_COMMAND), "deselect": [d.target for d in t.deselect],
+            "ignore": [i.target for i in t.ignore], "known_failure": t.known_failure, "timeout": t.timeout,
+            "runner": builder_digest(), "platform": build_platform(),
+            "sandbox": derivation(self.decl).sandbox,
+        }
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(canonical_json(self.description())).hexdigest()
+
+
+def plan(decl: Declaration, decls: dict[str, Declaration]) -> TestPlan:
+    if decl.test is None:
+        raise WheelproofError(f"{decl.path}: no [test] table")
+    closure = runtime_closure(decl, decls, decl.test.requires)
+    wheels = [_published(decl)] + [_published(d) for d in closure if d is not decl] + list(decl.test.inputs)
+    return TestPlan(decl, tuple(wheels), decl.test.source or decl.sdist)
+
+
+def load_result(store: Store, p: TestPlan) -> dict[str, Any] | None:
+    digest = store.get_ref(TEST_KIND, p.id)
+    return store.read_json(digest) if digest else None
+
+
+def outcome(result: dict[str, Any]) -> str:
+    """passed, failed (blocks the snapshot), known-failure (allowed), error or timeout."""
+    return result["outcome"]
+
+
+def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> dict[str, Any]:
+    decl, spec = p.decl, p.decl.test
+    assert spec is not None
+    started = time.monotonic()
+    for a in (p.source, *p.wheels):
+        fetch(store, a, what=f"{decl.path} (test inputs)", log=log)
+    with store.shared(), tempfile.TemporaryDirectory(dir=store.tmp, prefix="test-") as tmp:
+        work = Path(tmp)
+        inputs, env, extract, out = (work / d for d in ("inputs", "env", "extract", "out"))
+        for d in (env, extract, out):
+            d.mkdir(parents=True)
+        link_or_copy(store.verified_path(p.source.sha256), inputs / "source" / p.source.filename)
+        for w in p.wheels:
+            link_or_copy(store.verified_path(w.sha256), inputs / "wheels" / w.filename)
+        stage_builder(inputs)
+        log_path = work / "test.log"
+        environment = sandbox_environment(decl)
+        common = [Bind(inputs, "/inputs"), Bind(out, "/out", writable=True)]
+        unsandboxed = unsandboxed_requested()
+        python = str(base_python())
+
+        def phase(box: Sandbox, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
+            argv = [python, "-I", box.path("/inputs/builder/run_tests.py"), name, "--inputs", box.path("/inputs"),
+                    "--env", box.path("/env"), "--extract", box.path("/extract"), "--out", box.path("/out"), *extra]
+            status = box.run(argv, timeout=spec.timeout, log_path=log_path)
+            path = out / f"{name}.json"
+            return status, json.loads(path.read_text()) if path.is_file() else {}
+
+        status, prepared = phase(Sandbox(common + [Bind(env, "/env", True), Bind(extract, "/extract", True)],
+                                         environment, unsandboxed), "prepare")
+        result: dict[str, Any] = {}
+        if status == 0:
+            srcdir = f"/build/{prepared['top']}"
+            box = Sandbox(common + [Bind(env, "/env"), Bind(extract / prepared["top"], srcdir, True)],
+                          environment, unsandboxed)
+            run_spec = json.dumps({"command": list(spec.command), "deselect": [d.target for d in spec.deselect],
+                                   "ignore": [i.target for i in spec.ignore]})
+            status, result = phase(box, "run", "--srcdir", box.path(srcdir), "--wheel", p.wheels[0].filename,
+                                   "--spec", run_spec)
+        text = log_path.read_text(errors="replace")
+    counts = result.get("counts", {})
+    if status == 124:
+        verdict = "timeout"
+    elif status != 0 or "exit_status" not in result:
+        verdict = "error"
+    elif result["exit_status"] == 5 and not counts.get("tests"):
+        verdict = "error"  # pytest collected nothing: the source holds no tests
+    elif result["exit_status"] == 0:
+        verdict = "passed"
+    else:
+        verdict = "known-failure" if spec.known_failure else "failed"
+    tests = int(counts.get("tests", 0))
+    failed, errors, skipped = (int(counts.get(k, 0)) for k in ("failures", "errors", "skipped"))
+    log_digest = store.put_compressed(text.encode())
+    record = {
+        "schema": 1, "kind": "test-record", "test_id": p.id, "plan": p.description(),
+        "derivation_id": derivation(decl).id, "name": decl.canonical_name, "version": decl.version,
+        "outcome": verdict, "known_failure": spec.known_failure,
+        "tests": tests, "passed": tests - failed - errors - skipped, "failed": failed, "errors": errors,
+        "skipped": skipped, "duration": round(time.monotonic() - started, 3),
+        "imports": result.get("imports"), "violation": classify_violation(text) if verdict != "passed" else None,
+        "error": ("no tests were collected (declare a [test] source that has them)"
+                  if result.get("exit_status") == 5 and not tests else
+                  error_line(text) if verdict in ("error", "failed", "known-failure") else None),
+        "log": {"sha256": log_digest, "encoding": "zstd"}, "references": [log_digest],
+    }
+    with store.shared():
+        store.set_ref(TEST_KIND, p.id, store.put_json(record))
+        _attach_to_build_record(store, decl, record)
+    return record
+
+
+def _attach_to_build_record(store: Store, decl: Declaration, test_record: dict[str, Any]) -> None:
+    drv = derivation(decl).id
+    digest = store.get_ref(RECORD_KIND, drv)
+    if digest is None:
+        return
+    build_record = store.read_json(digest)
+    summary = {k: test_record[k] for k in ("test_id", "outcome", "tests", "passed", "failed", "errors",
+                                            "skipped", "duration")}
+    build_record["tests"] = summary
+    build_record["references"] = sorted(set(build_record["references"]) | {test_record["log"]["sha256"]})
+    store.set_ref(RECORD_KIND, drv, store.put_json(build_record))
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    line = (f"{r['name']} {r['version']}: tests {r['outcome']}: {r['passed']} passed, {r['failed']} failed, "
+            f"{r['errors']} errors, {r['skipped']} skipped of {r['tests']} [{r['duration']:.1f}s]")
+    if r.get("violation"):
+        line += f"; sandbox violation: {r['violation']}"
+    if r["outcome"] == "known-failure":
+        line += f"; known: {r['known_failure']}"
+    elif r.get("error") and r["outcome"] != "passed":
+        line += f"; {r['error']}"
+    return line

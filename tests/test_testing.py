@@ -1,0 +1,84 @@
+"""`doit test:NAME`: a package's own suite against its published wheel, in the sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import testing
+from pipeline.declaration import load_all
+
+from .conftest import needs_bwrap
+
+pytestmark = [pytest.mark.integration, needs_bwrap]
+
+UNITTEST = 'command = ["python", "-m", "unittest", "discover", "-v", "-s", "tests"]\n'
+
+
+def suite(world, body: str, test_table: str = "", name: str = "tiny"):
+    files = {"tests/__init__.py": "", "tests/test_tiny.py": "import unittest\nimport tiny\n\n" + body}
+    world.declare_tiny(name, sdist_files=files, test_table="\n[test]\n" + UNITTEST + test_table)
+    decls = load_all(world.declarations)
+    p = testing.plan(decls[name], decls)
+    return testing.run(p, world.store, log=lambda m: None), p
+
+
+PASSING = """
+class T(unittest.TestCase):
+    def test_value(self):
+        self.assertEqual(tiny.X, 1)
+
+    def test_from_the_wheel(self):
+        self.assertIn("/env/", tiny.__file__)
+
+    @unittest.skip("not today")
+    def test_skipped(self):
+        pass
+"""
+
+
+def test_passing_suite_runs_against_the_installed_wheel(world):
+    record, p = suite(world, PASSING)
+    assert record["outcome"] == "passed", record
+    assert (record["tests"], record["passed"], record["skipped"], record["failed"]) == (3, 2, 1, 0)
+    assert record["imports"]["tiny"].startswith("/env/lib/")  # the wheel, not the source tree
+    assert testing.load_result(world.store, p) == record
+    assert "tests passed: 2 passed" in testing.summary_line(record)
+
+
+def test_failing_suite_blocks(world):
+    record, _ = suite(world, "class T(unittest.TestCase):\n    def test_bad(self):\n        self.assertEqual(tiny.X, 2)\n")
+    assert record["outcome"] == "failed" and record["failed"] == 1
+
+
+def test_known_failure_is_allowed_with_its_reason(world):
+    record, _ = suite(world, "class T(unittest.TestCase):\n    def test_bad(self):\n        self.fail('upstream bug')\n",
+                      'known-failure = "upstream bug #123"\n')
+    assert record["outcome"] == "known-failure" and record["known_failure"] == "upstream bug #123"
+    assert "known: upstream bug #123" in testing.summary_line(record)
+
+
+def test_network_access_fails_inside_the_sandbox(world):
+    body = ("import socket\nclass T(unittest.TestCase):\n    def test_net(self):\n"
+            "        socket.create_connection(('151.101.0.223', 443), timeout=5)\n")
+    record, _ = suite(world, body)
+    assert record["outcome"] == "failed" and record["errors"] == 1
+    assert record["violation"] == "network"
+
+
+def test_hanging_suite_times_out(world):
+    body = "import time\nclass T(unittest.TestCase):\n    def test_hang(self):\n        time.sleep(120)\n"
+    record, _ = suite(world, body, "timeout = 3\n")
+    assert record["outcome"] == "timeout" and record["duration"] < 60
+
+
+def test_doit_test_task_and_up_to_date(world):
+    files = {"tests/__init__.py": "", "tests/test_tiny.py": "import unittest\nimport tiny\n\n" + PASSING}
+    world.declare_tiny("tiny", sdist_files=files, test_table="\n[test]\n" + UNITTEST)
+    first = world.doit("test:tiny")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "tests passed: 2 passed, 0 failed, 0 errors, 1 skipped of 3" in first.stdout
+    second = world.doit("test:tiny")
+    assert "-- test:tiny" in second.stdout
+    record = world.store.read_json(world.store.get_ref("builds", next(
+        n for _, n, _ in world.store.list_refs("builds"))))
+    assert record["tests"]["outcome"] == "passed"
