@@ -58,3 +58,15 @@ def task_serve():
         "uptodate": [False],
         "verbosity": 2,
     }
+
+
+def task_publish():
+    """Sign the latest snapshot as a release, chain it, log it, and update the feed."""
+    return {
+        "actions": [tasks.publish],
+        "task_dep": ["snapshot"],
+        "params": [{"name": "secret_key", "long": "secret-key", "default": "",
+                    "help": "minisign secret key "
+                            "(default $WHEELPROOF_SECRET_KEY or ~/.config/wheelproof/release.key)"}],
+        "uptodate": [False],
+    }

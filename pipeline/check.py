@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from packaging.markers import Marker
 from packaging.requirements import Requirement
@@ -58,17 +58,17 @@ def _order(f: Failure) -> tuple[str, ...]:
 FactsFor = Callable[[Declaration, Artifact], WheelFacts | None]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _req(text: str) -> Requirement:
     return Requirement(text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _spec(text: str) -> SpecifierSet:
     return SpecifierSet(text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _version(text: str) -> Version:
     return Version(text)
 
@@ -81,7 +81,7 @@ def _marker_true(marker: str, env_index: int, extra: str) -> bool:
 _ENVS: list[Environment] = []
 
 
-@lru_cache(maxsize=None)
+@cache
 def _wheel_tags(filename: str) -> frozenset[Tag]:
     return parse_wheel_filename(filename)[3]
 
@@ -115,7 +115,7 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
     def fail(d: Declaration, rule: str, message: str, env: Environment | None = None, req: str | None = None):
         failures.append(Failure(str(d.path), rule, d.canonical_name, env.name if env else None, req, message))
 
-    by_name = {canonicalize_name(k): d for k, d in decls.items()}
+    by_name: dict[str, Declaration] = {canonicalize_name(k): d for k, d in decls.items()}
     for d in decls.values():
         # single-version and names: every wheel is of the declared project and version
         for w in d.wheels:
@@ -125,7 +125,7 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
             if version != _version(d.version):
                 fail(d, "single-version", f"wheel {w.filename} is version {version}, declared {d.version}")
         # platform-unique and coverage
-        for i, env in enumerate(envs):
+        for env in envs:
             installable = [w for w in d.wheels if _wheel_tags(w.filename) & env.tag_set]
             if len(installable) > 1:
                 fail(d, "platform-unique", "wheels installable together: " +
@@ -161,17 +161,18 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
         # test-closure
         if d.test:
             for text in d.test.requires:
-                r = _req(text)
-                target = by_name.get(canonicalize_name(r.name))
+                test_req = _req(text)
+                target = by_name.get(canonicalize_name(test_req.name))
                 if target is None:
-                    fail(d, "test-closure", f"test requirement names {r.name}, which is not in the set", req=text)
-                elif not _satisfied(r.specifier, target.version):
+                    fail(d, "test-closure", f"test requirement names {test_req.name}, which is not in the set",
+                         req=text)
+                elif not _satisfied(test_req.specifier, target.version):
                     fail(d, "test-closure", f"the set has {target.name} {target.version}", req=text)
     failures += _closure(decls, by_name, envs)
     return sorted(set(failures), key=_order)
 
 
-def _closure(decls: dict[str, Declaration], by_name: dict[str, Declaration],
+def _closure(decls: Mapping[str, Declaration], by_name: Mapping[str, Declaration],
              envs: list[Environment]) -> list[Failure]:
     """Per environment, propagate requested extras to a fixed point, checking each active requirement."""
     out: list[Failure] = []

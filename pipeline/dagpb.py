@@ -134,7 +134,7 @@ class UnixFSData:
     @classmethod
     def decode(cls, buf: bytes) -> UnixFSData:
         d = cls(type=-1)
-        for number, wire, value in _fields(buf):
+        for number, _wire, value in _fields(buf):
             if number == 1 and isinstance(value, int):
                 d.type = value
             elif number == 2 and isinstance(value, bytes):

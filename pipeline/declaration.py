@@ -454,7 +454,8 @@ def load_all(root: Path = DECLARATIONS_DIR) -> dict[str, Declaration]:
         decl = parse(path, text, problems, root)
         if decl is not None:
             if decl.canonical_name in out:
-                problems.append(Problem(path, None, "name", f"project also declared in {out[decl.canonical_name].path}"))
+                other = out[decl.canonical_name].path
+                problems.append(Problem(path, None, "name", f"project also declared in {other}"))
             out[decl.canonical_name] = decl
     if problems:
         raise DeclarationError(problems)

@@ -36,8 +36,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-from .derivation import toolchain
 from .declaration import DECLARATIONS_DIR, SCHEMA, Artifact, BuildSpec, Declaration, load, path_for
+from .derivation import toolchain
 from .errors import IndexError_, WheelproofError
 from .fetch import fetch
 from .index import IndexFile, SimpleIndex

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from packaging import tags
+from packaging import tags as wheel_tags
 
 from .declaration import DECLARATIONS_DIR
 from .errors import DeclarationError, Problem
@@ -32,8 +32,8 @@ class Environment:
     python: str                  # "3.11"
     platform: str                # "manylinux-x86_64"
     markers: dict[str, str]      # PEP 508 marker environment (without "extra")
-    tags: tuple[tags.Tag, ...]   # most preferred first
-    tag_set: frozenset[tags.Tag] = frozenset()
+    tags: tuple[wheel_tags.Tag, ...]   # most preferred first
+    tag_set: frozenset[wheel_tags.Tag] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tag_set", frozenset(self.tags))
@@ -52,7 +52,7 @@ def platform_tags(kind: str, arch: str, spec: dict[str, str]) -> list[str]:
         return out + [f"linux_{arch}"]
     if kind == "macos":
         version = tuple(int(x) for x in spec["macos"].split("."))
-        return list(tags.mac_platforms((version[0], version[1] if len(version) > 1 else 0), arch))
+        return list(wheel_tags.mac_platforms((version[0], version[1] if len(version) > 1 else 0), arch))
     if kind == "windows":
         return [f"win_{arch}"]
     raise ValueError(f"unknown platform kind {kind!r}")
@@ -63,8 +63,8 @@ def expand(python: str, platform: dict[str, str]) -> Environment:
     kind, arch = platform["kind"], platform["arch"]
     plats = platform_tags(kind, arch, platform)
     interpreter = f"cp{major}{minor}"
-    ordered = list(tags.cpython_tags((major, minor), abis=[interpreter], platforms=plats))
-    ordered += list(tags.compatible_tags((major, minor), interpreter, plats))
+    ordered = list(wheel_tags.cpython_tags((major, minor), abis=[interpreter], platforms=plats))
+    ordered += list(wheel_tags.compatible_tags((major, minor), interpreter, plats))
     markers = {
         "implementation_name": "cpython",
         "implementation_version": f"{python}.0",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -69,7 +68,7 @@ def fetch(store: Store, artifact: Artifact, *, what: str, retries: int = 3, time
             if 400 <= e.code < 500:
                 raise FetchError(f"{what}: {artifact.url}: HTTP {e.code} {e.reason}") from None
             last = f"HTTP {e.code} {e.reason}"
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             last = f"timed out after {timeout:g}s"
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, OSError) as e:
             last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import car, dagpb
 from .errors import IntegrityError, StoreError
-from .multiformats import CID, CIDError, RAW
+from .multiformats import CID, RAW, CIDError
 from .snapshot import JSON_INDEX, SNAPSHOT_KIND, walk
 from .store import Store
 from .unixfs import hamt_hash

@@ -7,6 +7,7 @@ Parsing is strict: every malformed string raises :class:`CIDError` naming what i
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from dataclasses import dataclass
 
@@ -148,7 +149,7 @@ class CID:
                 raise CIDError("base32 CIDs are lower case")
             try:
                 raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
-            except (ValueError, base64.binascii.Error) as e:
+            except (ValueError, binascii.Error) as e:
                 raise CIDError(f"invalid base32: {e}") from None
         elif prefix == "z":
             raw = b58decode(body)

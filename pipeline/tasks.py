@@ -6,15 +6,14 @@ import sys
 from collections import Counter
 from functools import cache
 
-from . import environments
+from . import environments, testing
 from . import snapshot as snapshots
-from . import testing
 from .check import report, run_rules
 from .declaration import DECLARATIONS_DIR, Artifact, Declaration, load_all
 from .derivation import toolchain
 from .errors import DeclarationError, WheelproofError
-from .rebuild import build, derivation, is_built, load_record, verdict_line
 from .fetch import fetch
+from .rebuild import build, derivation, is_built, load_record, verdict_line
 from .store import Store
 from .wheelfile import WheelFacts, facts_for
 
@@ -165,3 +164,54 @@ def test_one(name: str) -> bool:
 
 def with_tests() -> list[str]:
     return [n for n, d in declarations().items() if d.test is not None]
+
+
+def publish(secret_key: str = "") -> bool:
+    """Sign and log the latest snapshot as a release, chained to the previous one."""
+    import datetime as dt
+    import json as jsonlib
+    import os
+    from pathlib import Path
+
+    from . import release, signing
+    from .gateway import DagReader
+    from .multiformats import CID
+
+    s = store()
+    tag = s.get_ref(snapshots.TAG_KIND, "latest")
+    if tag is None:
+        print("publish: no snapshot yet (run `doit snapshot`)", file=sys.stderr)
+        return False
+    root = CID.parse(s.read_json(tag)["root"])
+    reader = DagReader(s)
+    node = reader.resolve(root, ["wheelproof.json"])
+    published = jsonlib.loads(b"".join(reader.read(node, 0, reader.size(node))))["published"]
+    decls = declarations()
+    for w in published:
+        decl = decls.get(w["project"])
+        result = testing.load_result(s, testing.plan(decl, decls)) if decl is not None and decl.test else None
+        w["tests"] = result["outcome"] if result else None
+    counts = {"projects": len({w["project"] for w in published}), "wheels": len(published),
+              "verdicts": dict(Counter(w["verdict"] for w in published)),
+              "tests": dict(Counter(w["tests"] or "none" for w in published))}
+    key_path = Path(secret_key or os.environ.get(signing.SECRET_KEY_ENV) or signing.DEFAULT_SECRET_KEY)
+    sde = os.environ.get("SOURCE_DATE_EPOCH")
+    now = dt.datetime.fromtimestamp(int(sde), dt.UTC) if sde else dt.datetime.now(dt.UTC)
+    rel = release.Releases.default(s)
+    try:
+        key = signing.load_secret_key(key_path)
+        path, manifest = rel.publish(key, root, s.root / "cars" / f"{root}.car", published, counts,
+                                     release.git_commit(DECLARATIONS_DIR), now,
+                                     refuse_inside=[s.root, DECLARATIONS_DIR.parent], key_path=key_path)
+    except WheelproofError as e:
+        print(f"publish: {e}", file=sys.stderr)
+        return False
+    cp = rel.checkpoint(key.public)
+    print(f"""publish: release {manifest['sequence']} {root}
+  manifest   {path} (+ .minisig)
+  changes    {manifest['changes']['summary']}
+  log        {rel.log / 'checkpoint'} (size {cp.size if cp else 0})
+  feed       {rel.root / 'feed.atom'}
+  verify     minisign -Vm {path} -p {rel.root / 'wheelproof.pub'}
+             python -m pipeline verify-release {path}""", flush=True)
+    return True

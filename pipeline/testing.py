@@ -40,7 +40,7 @@ class ClosureError(WheelproofError):
 
 def runtime_closure(decl: Declaration, decls: dict[str, Declaration], extra: tuple[str, ...] = ()) -> list[Declaration]:
     """The declarations needed to import ``decl`` (and ``extra`` requirements) on this interpreter."""
-    env = dict(default_environment())
+    env: dict[str, str] = dict(default_environment())  # type: ignore[arg-type]
     out: dict[str, Declaration] = {}
     queue: list[tuple[Declaration, str]] = [(decl, "")]
     queue += [(_find(r, decls, decl), e) for r in extra for e in [""] + sorted(Requirement(r).extras)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,7 +214,8 @@ def test_record_must_list_every_member():
     record = "a-1.0.dist-info/RECORD,,\n"
     problems = inspect(make_wheel({"a.py": b"1"}, record=record), "a-1.0-py3-none-any.whl").problems
     assert any("'a.py' is not listed" in p for p in problems)
-    assert inspect(b"not a zip", "a-1.0-py3-none-any.whl").problems == ["not a valid zip archive: File is not a zip file"]
+    not_zip = inspect(b"not a zip", "a-1.0-py3-none-any.whl").problems
+    assert not_zip == ["not a valid zip archive: File is not a zip file"]
 
 
 def test_integrity_failures_are_reported_by_check():
@@ -231,7 +231,7 @@ def test_doit_check_exit_status_and_json(world):
     result = world.cli("check")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert any(": closure: tiny [cp311-manylinux-x86_64]: requires missing-project" in l for l in lines)
+    assert any(": closure: tiny [cp311-manylinux-x86_64]: requires missing-project" in line for line in lines)
     assert lines[-1].startswith("check: 20 failures (closure 20)")
     as_json = json.loads(world.cli("check", "--json").stdout)
     assert as_json["ok"] is False and as_json["failures"][0]["rule"] == "closure"

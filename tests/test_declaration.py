@@ -49,12 +49,13 @@ def test_every_problem_reported_at_once(world):
     text = text.replace("dependencies = []", 'dependencies = ["six >="]')
     decl.path.write_text(text)
     problems = _problems(decl.path, world.declarations)
-    lines = {l.split(": ", 2)[1]: l for l in problems}
+    lines = {p.split(": ", 2)[1]: p for p in problems}
     assert set(lines) >= {"version", "sdist.sha256", "sdist.old", "sdist.size", "sdist.sizes",
                           "requires-python", "dependencies[0]"}, problems
     assert f"{decl.path}:3: version: expected str" in lines["version"]
     # the line of the bad hash is the line of sdist.sha256
-    hash_line = next(i for i, l in enumerate(decl.path.read_text().splitlines(), 1) if l == 'sha256 = "abc"')
+    hash_line = next(i for i, text in enumerate(decl.path.read_text().splitlines(), 1)
+                     if text == 'sha256 = "abc"')
     assert lines["sdist.sha256"].startswith(f"{decl.path}:{hash_line}:")
 
 
@@ -69,7 +70,8 @@ def test_misplaced_file_and_missing_tables(world, tmp_path):
 
 
 def test_array_of_tables_lines():
-    text = '[[wheels]]\nfilename = "a"\n\n[[wheels]]\nfilename = "b"\nsha256 = "x"\n[build]\n[[build.inputs]]\nurl = 1\n'
+    text = ('[[wheels]]\nfilename = "a"\n\n[[wheels]]\nfilename = "b"\nsha256 = "x"\n'
+            '[build]\n[[build.inputs]]\nurl = 1\n')
     lines = field_lines(text)
     assert lines[("wheels", 1, "sha256")] == 6
     assert lines[("build", "inputs", 0, "url")] == 9

@@ -46,13 +46,14 @@ def test_passing_suite_runs_against_the_installed_wheel(world):
 
 
 def test_failing_suite_blocks(world):
-    record, _ = suite(world, "class T(unittest.TestCase):\n    def test_bad(self):\n        self.assertEqual(tiny.X, 2)\n")
+    body = "class T(unittest.TestCase):\n    def test_bad(self):\n        self.assertEqual(tiny.X, 2)\n"
+    record, _ = suite(world, body)
     assert record["outcome"] == "failed" and record["failed"] == 1
 
 
 def test_known_failure_is_allowed_with_its_reason(world):
-    record, _ = suite(world, "class T(unittest.TestCase):\n    def test_bad(self):\n        self.fail('upstream bug')\n",
-                      'known-failure = "upstream bug #123"\n')
+    body = "class T(unittest.TestCase):\n    def test_bad(self):\n        self.fail('upstream bug')\n"
+    record, _ = suite(world, body, 'known-failure = "upstream bug #123"\n')
     assert record["outcome"] == "known-failure" and record["known_failure"] == "upstream bug #123"
     assert "known: upstream bug #123" in testing.summary_line(record)
 

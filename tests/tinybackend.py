@@ -32,7 +32,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     name, version = spec["name"], spec["version"]
     dist = f"{name.replace('-', '_')}-{version}"
     files = dict(spec.get("files", {}))
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     meta += [f"Requires-Python: {spec['requires_python']}"] if spec.get("requires_python") else []
     meta += [f"Provides-Extra: {e}" for e in spec.get("extras", [])]
     meta += [f"Requires-Dist: {d}" for d in spec.get("dependencies", [])]
