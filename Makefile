@@ -24,6 +24,8 @@ snapshot: setup
 	$(VENV)/bin/doit snapshot
 
 test: setup
+	$(VENV)/bin/ruff check pipeline builders tests benchmarks dodo.py
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 lint: setup

@@ -122,23 +122,26 @@ def _prove_inclusion(args: argparse.Namespace) -> int:
         return 1
     for index, doc, proof, cp in found:
         print(f"entry {index} of {cp.size}: {doc}")
-        print(f"  checkpoint root {base64.b64encode(cp.root).decode()}; inclusion proof verified:")
-        for h in proof:
-            print(f"    {base64.b64encode(h).decode()}")
+        _print_proof(f"checkpoint root {base64.b64encode(cp.root).decode()}; inclusion proof verified", proof)
     return 0
 
 
-def _prove_consistency(args: argparse.Namespace) -> int:
+def _print_proof(title: str, hashes: list[bytes]) -> None:
     import base64
+
+    print(f"{title}:")
+    for h in hashes:
+        print(f"    {base64.b64encode(h).decode()}")
+
+
+def _prove_consistency(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .release import prove_consistency
 
     rel = _releases()
     old, new, proof = prove_consistency(rel, rel.public_key(), Path(args.old_checkpoint).read_text())
-    print(f"checkpoint {new.size} extends checkpoint {old.size}: consistency proof verified:")
-    for h in proof:
-        print(f"    {base64.b64encode(h).decode()}")
+    _print_proof(f"checkpoint {new.size} extends checkpoint {old.size}: consistency proof verified", proof)
     return 0
 
 

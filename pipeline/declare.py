@@ -41,7 +41,7 @@ from .derivation import toolchain
 from .errors import IndexError_, WheelproofError
 from .fetch import fetch
 from .index import IndexFile, SimpleIndex
-from .store import Store
+from .store import Store, atomic_write
 
 GENERATOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*\(?\s*v?(\d[^\s)]*)\)?")
 # The project whose version a WHEEL "Generator:" name reports.
@@ -347,8 +347,4 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
         build["source-date-epoch"].comment(f"newest timestamp in the upstream wheel; inputs as of {resolved_before}")
     build["inputs"] = _aot(b.inputs, with_size=False)
     doc["build"] = build
-    path = decl.path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(tomlkit.dumps(doc))
-    tmp.replace(path)
+    atomic_write(decl.path, tomlkit.dumps(doc).encode())

@@ -25,7 +25,6 @@ import html
 import json
 import os
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from .signing import (
     sign_note,
     verify_note,
 )
-from .store import Store, sha256_file
+from .store import Store, atomic_write, sha256_file
 
 RELEASES_ENV = "WHEELPROOF_RELEASES"
 ORIGIN_ENV = "WHEELPROOF_LOG_ORIGIN"
@@ -58,16 +57,6 @@ class ReleaseError(WheelproofError):
 
 def canonical(doc: Any) -> bytes:
     return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -167,8 +156,8 @@ class Releases:
                 raise ReleaseError(f"the secret key ({key.public.key_id_hex}) is not the release key "
                                    f"{public.key_id_hex} in {pub_path}")
         else:
-            _atomic_write(pub_path, key.public.minisign().encode())
-            _atomic_write(self.root / "log.vkey", (key.public.vkey(self.origin) + "\n").encode())
+            atomic_write(pub_path, key.public.minisign().encode())
+            atomic_write(self.root / "log.vkey", (key.public.vkey(self.origin) + "\n").encode())
         public = key.public
         previous_path = self.latest()
         previous = None
@@ -200,10 +189,10 @@ class Releases:
         new_entries = entries + [release_entry(manifest, hashlib.sha256(data).hexdigest())]
         new_entries += [wheel_entry(w["filename"], w["sha256"], str(root)) for w in published]
         self._append(key, old_cp, entries, new_entries)
-        _atomic_write(path, data)
-        _atomic_write(path.with_suffix(".json.minisig"), minisign_sign(key, data, trusted).encode())
-        _atomic_write(self.root / "latest", (name + "\n").encode())
-        _atomic_write(self.root / "feed.atom", self.feed().encode())
+        atomic_write(path, data)
+        atomic_write(path.with_suffix(".json.minisig"), minisign_sign(key, data, trusted).encode())
+        atomic_write(self.root / "latest", (name + "\n").encode())
+        atomic_write(self.root / "feed.atom", self.feed().encode())
         return path, manifest
 
     def _append(self, key: SecretKey, old: Checkpoint | None, old_entries: list[bytes],
@@ -217,7 +206,7 @@ class Releases:
         written = tlog.write_tiles(self.log, new_entries)
         assert written == new_root
         cp = Checkpoint(self.origin, len(new_entries), new_root)
-        _atomic_write(self.log / "checkpoint", sign_note(key, self.origin, cp.text()).encode())
+        atomic_write(self.log / "checkpoint", sign_note(key, self.origin, cp.text()).encode())
         return cp
 
     # -- verification ------------------------------------------------------------------------

@@ -11,10 +11,10 @@ groups of three digits, all but the last prefixed with ``x``.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from .store import atomic_write
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
@@ -147,29 +147,19 @@ def tile_path(level: int | str, n: int, width: int) -> str:
     return f"tile/{level}/{tile_index_path(n)}{suffix}"
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_tiles(log_dir: Path, entries: Sequence[bytes]) -> bytes:
     """(Re)write every tile and entry bundle for ``entries``; returns the tree's root hash."""
     n = len(entries)
     for start in range(0, n, TILE_WIDTH):
         chunk = entries[start:start + TILE_WIDTH]
         bundle = b"".join(len(e).to_bytes(2, "big") + e for e in chunk)
-        _write(log_dir / tile_path("entries", start // TILE_WIDTH, len(chunk)), bundle)
+        atomic_write(log_dir / tile_path("entries", start // TILE_WIDTH, len(chunk)), bundle)
     level_hashes = [leaf_hash(e) for e in entries]
     level = 0
     while level_hashes:
         for start in range(0, len(level_hashes), TILE_WIDTH):
             chunk = level_hashes[start:start + TILE_WIDTH]
-            _write(log_dir / tile_path(level, start // TILE_WIDTH, len(chunk)), b"".join(chunk))
+            atomic_write(log_dir / tile_path(level, start // TILE_WIDTH, len(chunk)), b"".join(chunk))
         # the next tile level holds the roots of complete tiles only
         level_hashes = [root(level_hashes[i:i + TILE_WIDTH])
                         for i in range(0, len(level_hashes) - TILE_WIDTH + 1, TILE_WIDTH)]

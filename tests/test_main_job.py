@@ -1,0 +1,45 @@
+"""The README's main job, for real: `doit snapshot` over the shipped declarations (fresh store,
+downloads from the public index), then pip installs pytest from the project's gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from pipeline.gateway import GatewayServer
+from pipeline.store import Store
+
+from .conftest import REPO, needs_bwrap
+
+pytestmark = [pytest.mark.integration, needs_bwrap]
+
+
+def test_doit_snapshot_on_the_shipped_declarations(tmp_path):
+    env = {**os.environ, "WHEELPROOF_STORE": str(tmp_path / "store")}
+    env.pop("WHEELPROOF_DECLARATIONS", None)
+    result = subprocess.run([sys.executable, "-m", "doit", "-n", "2", "-f", str(REPO / "dodo.py"),
+                             "--db-file", str(tmp_path / "doit.db"), "snapshot"],
+                            env=env, capture_output=True, text=True, cwd=REPO, timeout=3600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "check: ok: 31 declarations" in result.stdout
+    cid = re.search(r"snapshot: root CID (\S+)", result.stdout).group(1)
+    server = GatewayServer(("127.0.0.1", 0), Store(tmp_path / "store"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        venv = tmp_path / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        index = f"http://127.0.0.1:{server.server_address[1]}/ipfs/{cid}/simple/"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--isolated", "--no-cache-dir",
+                        "--index-url", index, "pytest"], check=True, capture_output=True, env=clean)
+        out = subprocess.run([str(venv / "bin" / "python"), "-m", "pytest", "--version"], capture_output=True,
+                             text=True)
+        assert "pytest 9.2.0" in out.stdout + out.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
