@@ -13,11 +13,13 @@ import re
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag, sys_tags
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -123,9 +125,7 @@ class Declaration:
 
     def wheel_for_build(self) -> Artifact:
         """The upstream wheel the rebuild is compared with: the one whose tags this machine supports best."""
-        from packaging import tags
-
-        rank = {t: i for i, t in enumerate(tags.sys_tags())}
+        rank = _sys_tag_rank()
         scored = []
         for w in self.wheels:
             _, _, _, wtags = parse_wheel_filename(w.filename)
@@ -137,6 +137,12 @@ class Declaration:
                 [Problem(self.path, None, "wheels", "no upstream wheel is installable on this build platform")]
             )
         return min(scored)[2]
+
+
+@cache
+def _sys_tag_rank() -> dict[Tag, int]:
+    """This interpreter's supported tags, most preferred first (computed once: it is on doit's hot path)."""
+    return {t: i for i, t in enumerate(sys_tags())}
 
 
 # -- locating fields in the source text --------------------------------------

@@ -69,9 +69,7 @@ def load_record(store: Store, drv_id: str) -> dict[str, Any] | None:
 def is_built(store: Store, decl: Declaration) -> bool:
     """doit's up-to-date check: a non-failed record exists for this derivation."""
     digest = store.get_ref(RECORD_KIND, derivation(decl).id)
-    if digest is None:
-        return False
-    return load_record(store, derivation(decl).id)["verdict"] != "failed"  # type: ignore[index]
+    return digest is not None and store.read_json(digest)["verdict"] != "failed"
 
 
 def link_or_copy(src: Path, dest: Path) -> None:

@@ -31,6 +31,15 @@ class SignatureError(WheelproofError):
     """A signature, key or signed document failed verification."""
 
 
+def _key_blob(text: str, kind: str) -> bytes:
+    """The base64 line of a minisign key file (after its untrusted comment)."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    try:
+        return base64.b64decode(lines[-1], validate=True)
+    except (IndexError, ValueError):
+        raise SignatureError(f"not a minisign {kind} key") from None
+
+
 @dataclass(frozen=True)
 class PublicKey:
     key_id: bytes  # 8 bytes, minisign's key number
@@ -46,11 +55,7 @@ class PublicKey:
 
     @classmethod
     def parse(cls, text: str) -> PublicKey:
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        try:
-            blob = base64.b64decode(lines[-1], validate=True)
-        except (IndexError, ValueError):
-            raise SignatureError("not a minisign public key") from None
+        blob = _key_blob(text, "public")
         if len(blob) != 42 or blob[:2] != b"Ed":
             raise SignatureError("not a minisign Ed25519 public key")
         return cls(blob[2:10], blob[10:])
@@ -99,11 +104,7 @@ class SecretKey:
 
     @classmethod
     def parse(cls, text: str) -> SecretKey:
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        try:
-            blob = base64.b64decode(lines[-1], validate=True)
-        except (IndexError, ValueError):
-            raise SignatureError("not a minisign secret key") from None
+        blob = _key_blob(text, "secret")
         if len(blob) != 158 or blob[:2] != b"Ed" or blob[4:6] != b"B2":
             raise SignatureError("not a minisign Ed25519 secret key")
         if blob[2:4] != b"\0\0":
