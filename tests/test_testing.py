@@ -83,3 +83,37 @@ def test_doit_test_task_and_up_to_date(world):
     record = world.store.read_json(world.store.get_ref("builds", next(
         n for _, n, _ in world.store.list_refs("builds"))))
     assert record["tests"]["outcome"] == "passed"
+
+
+def test_declared_test_source_when_the_sdist_has_none(world):
+    import io
+    import tarfile
+
+    from pipeline.store import sha256_file
+
+    archive = world.dist / "tiny-tests-1.0.tar.gz"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, text in {"tiny-tests/tests/__init__.py": "", "tiny-tests/tests/test_x.py": PASSING_IMPORTS}.items():
+            data = ("import unittest\nimport tiny\n\n" + text if name.endswith("test_x.py") else text).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    sha, _ = sha256_file(archive)
+    table = f'source = {{ url = "{archive.as_uri()}", sha256 = "{sha}" }}\n'
+    world.declare_tiny("tiny", test_table="\n[test]\n" + UNITTEST + table)  # the sdist itself has no tests
+    decls = load_all(world.declarations)
+    p = testing.plan(decls["tiny"], decls)
+    assert p.source.filename == "tiny-tests-1.0.tar.gz" and p.source.sha256 == sha
+    record = testing.run(p, world.store, log=lambda m: None)
+    assert record["outcome"] == "passed" and record["passed"] == 2, record
+
+
+PASSING_IMPORTS = """
+class T(unittest.TestCase):
+    def test_value(self):
+        self.assertEqual(tiny.X, 1)
+
+    def test_from_the_wheel(self):
+        self.assertIn("/env/", tiny.__file__)
+"""
