@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,48 +122,76 @@ class BuildRun:
     seconds: float
 
 
+class Workspace:
+    """The layout every program in builders/ runs in, over two sandboxed phases.
+
+    ``/inputs`` (read-only: staged artifacts and the builder programs) and ``/out`` (writable) are
+    bound in both. In ``prepare`` the work directories (``/env``, ``/extract``, ...) are writable; in
+    the later phase they are read-only and only the extracted source tree is writable, at
+    ``<root>/<top>``. Each phase writes ``/out/<phase>.json``.
+    """
+
+    def __init__(self, root: Path, program: str, dirs: tuple[str, ...], environment: dict[str, str],
+                 timeout: float, log_name: str):
+        self.inputs, self.out = root / "inputs", root / "out"
+        self.dirs = {d: root / d for d in dirs}
+        for d in (self.out, *self.dirs.values()):
+            d.mkdir(parents=True)
+        stage_builder(self.inputs)
+        self.program, self.environment, self.timeout = program, environment, timeout
+        self.log_path = root / log_name
+        self.unsandboxed = unsandboxed_requested()
+
+    def stage(self, store: Store, group: str, artifacts: Iterable[Artifact]) -> None:
+        for a in artifacts:
+            link_or_copy(store.verified_path(a.sha256), self.inputs / group / a.filename)
+
+    def _run(self, binds: list[Bind], phase: str, extra: tuple[str, ...],
+             srcdir: str | None = None) -> tuple[int, dict[str, Any]]:
+        box = Sandbox([Bind(self.inputs, "/inputs"), Bind(self.out, "/out", writable=True), *binds],
+                      self.environment, self.unsandboxed)
+        argv = [str(base_python()), "-I", box.path(f"/inputs/builder/{self.program}"), phase,
+                "--inputs", box.path("/inputs"), "--out", box.path("/out")]
+        argv += [a for d in self.dirs for a in (f"--{d}", box.path(f"/{d}"))]
+        argv += ["--srcdir", box.path(srcdir)] if srcdir else []
+        argv += extra
+        status = box.run(argv, timeout=self.timeout, log_path=self.log_path)
+        result_path = self.out / f"{phase}.json"
+        return status, json.loads(result_path.read_text()) if result_path.is_file() else {}
+
+    def prepare(self, *extra: str) -> tuple[int, dict[str, Any]]:
+        return self._run([Bind(p, f"/{d}", writable=True) for d, p in self.dirs.items()], "prepare", extra)
+
+    def run(self, phase: str, top: str, root: str, *extra: str) -> tuple[int, dict[str, Any]]:
+        """Run ``phase`` with the work directories read-only and the source tree writable at root/top."""
+        binds = [Bind(p, f"/{d}") for d, p in self.dirs.items()]
+        srcdir = f"{root}/{top}"
+        binds.append(Bind(self.dirs["extract"] / top, srcdir, writable=True))
+        return self._run(binds, phase, extra, srcdir)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 def run_builder(store: Store, decl: Declaration, variation: Variation, workroot: Path,
                 phase: str = "wheel", timeout: float = BUILD_TIMEOUT) -> BuildRun:
     """Prepare and run one build of ``decl`` inside the sandbox; files stay under ``workroot``."""
     started = time.monotonic()
-    inputs, env, tools, extract, out = (workroot / d for d in ("inputs", "env", "tools", "extract", "out"))
-    for d in (env, tools, extract, out):
-        d.mkdir(parents=True)
-    link_or_copy(store.verified_path(decl.sdist.sha256), inputs / "sdist" / decl.sdist.filename)
-    for a in decl.build.all_inputs:
-        link_or_copy(store.verified_path(a.sha256), inputs / "wheels" / a.filename)
-    for a in toolchain():
-        link_or_copy(store.verified_path(a.sha256), inputs / "tools" / a.filename)
-    stage_builder(inputs)
-    log_path = workroot / "build.log"
-    environment = sandbox_environment(decl, variation)
-    unsandboxed = unsandboxed_requested()
-    common = [Bind(inputs, "/inputs"), Bind(out, "/out", writable=True)]
-    python = str(base_python())
-
-    def phase_run(box: Sandbox, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
-        argv = [python, "-I", box.path("/inputs/builder/build_wheel.py"), name,
-                "--inputs", box.path("/inputs"), "--env", box.path("/env"), "--tools", box.path("/tools"),
-                "--extract", box.path("/extract"), "--out", box.path("/out"), "--umask", variation.umask, *extra]
-        status = box.run(argv, timeout=timeout, log_path=log_path)
-        result_path = out / f"{name}.json"
-        return status, json.loads(result_path.read_text()) if status == 0 and result_path.is_file() else {}
-
-    prepare = Sandbox(common + [Bind(env, "/env", True), Bind(tools, "/tools", True),
-                                Bind(extract, "/extract", True)], environment, unsandboxed)
-    status, prepared = phase_run(prepare, "prepare")
+    ws = Workspace(workroot, "build_wheel.py", ("env", "tools", "extract"), sandbox_environment(decl, variation),
+                   timeout, "build.log")
+    ws.stage(store, "sdist", [decl.sdist])
+    ws.stage(store, "wheels", decl.build.all_inputs)
+    ws.stage(store, "tools", toolchain())
+    umask = ("--umask", variation.umask)
+    status, prepared = ws.prepare(*umask)
     result: dict[str, Any] = {"prepare": prepared}
     wheel = None
     if status == 0:
-        top = prepared["top"]
-        srcdir = f"{variation.build_root}/{top}"
-        build = Sandbox(common + [Bind(env, "/env"), Bind(tools, "/tools"), Bind(extract / top, srcdir, True)],
-                        environment, unsandboxed)
-        status, built = phase_run(build, phase, "--srcdir", build.path(srcdir))
+        status, built = ws.run(phase, prepared["top"], variation.build_root, *umask)
         result.update(built)
         if status == 0 and phase == "wheel":
-            wheel = out / built["wheel"]
-    return BuildRun(status, wheel, result, log_path.read_text(errors="replace"), time.monotonic() - started)
+            wheel = ws.out / built["wheel"]
+    return BuildRun(status, wheel, result, ws.log(), time.monotonic() - started)
 
 
 _ERROR_LINE = re.compile(r"^\s*((\w+\.)*\w*(Error|Exception|Exit)\b.*|wheelproof: .*)$")

@@ -26,8 +26,8 @@ from .declaration import Artifact, Declaration
 from .derivation import build_platform, builder_digest, canonical_json
 from .errors import WheelproofError
 from .fetch import fetch
-from .rebuild import RECORD_KIND, derivation, error_line, link_or_copy, sandbox_environment, stage_builder
-from .sandbox import Bind, Sandbox, base_python, classify_violation, unsandboxed_requested
+from .rebuild import RECORD_KIND, Workspace, derivation, error_line, sandbox_environment
+from .sandbox import classify_violation
 from .store import Store
 
 TEST_KIND = "tests"
@@ -124,39 +124,18 @@ def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> dict[s
     for a in (p.source, *p.wheels):
         fetch(store, a, what=f"{decl.path} (test inputs)", log=log)
     with store.shared(), tempfile.TemporaryDirectory(dir=store.tmp, prefix="test-") as tmp:
-        work = Path(tmp)
-        inputs, env, extract, out = (work / d for d in ("inputs", "env", "extract", "out"))
-        for d in (env, extract, out):
-            d.mkdir(parents=True)
-        link_or_copy(store.verified_path(p.source.sha256), inputs / "source" / p.source.filename)
-        for w in p.wheels:
-            link_or_copy(store.verified_path(w.sha256), inputs / "wheels" / w.filename)
-        stage_builder(inputs)
-        log_path = work / "test.log"
-        environment = sandbox_environment(decl)
-        common = [Bind(inputs, "/inputs"), Bind(out, "/out", writable=True)]
-        unsandboxed = unsandboxed_requested()
-        python = str(base_python())
-
-        def phase(box: Sandbox, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
-            argv = [python, "-I", box.path("/inputs/builder/run_tests.py"), name, "--inputs", box.path("/inputs"),
-                    "--env", box.path("/env"), "--extract", box.path("/extract"), "--out", box.path("/out"), *extra]
-            status = box.run(argv, timeout=spec.timeout, log_path=log_path)
-            path = out / f"{name}.json"
-            return status, json.loads(path.read_text()) if path.is_file() else {}
-
-        status, prepared = phase(Sandbox(common + [Bind(env, "/env", True), Bind(extract, "/extract", True)],
-                                         environment, unsandboxed), "prepare")
+        ws = Workspace(Path(tmp), "run_tests.py", ("env", "extract"), sandbox_environment(decl), spec.timeout,
+                       "test.log")
+        ws.stage(store, "source", [p.source])
+        ws.stage(store, "wheels", p.wheels)
+        status, prepared = ws.prepare()
         result: dict[str, Any] = {}
         if status == 0:
-            srcdir = f"/build/{prepared['top']}"
-            box = Sandbox(common + [Bind(env, "/env"), Bind(extract / prepared["top"], srcdir, True)],
-                          environment, unsandboxed)
             run_spec = json.dumps({"command": list(spec.command), "deselect": [d.target for d in spec.deselect],
                                    "ignore": [i.target for i in spec.ignore]})
-            status, result = phase(box, "run", "--srcdir", box.path(srcdir), "--wheel", p.wheels[0].filename,
-                                   "--spec", run_spec)
-        text = log_path.read_text(errors="replace")
+            status, result = ws.run("run", prepared["top"], "/build", "--wheel", p.wheels[0].filename,
+                                    "--spec", run_spec)
+        text = ws.log()
     counts = result.get("counts", {})
     if status == 124:
         verdict = "timeout"
