@@ -66,8 +66,8 @@ def records() -> dict[str, dict]:
     return out
 
 
-def verdict_counts() -> Counter[str]:
-    recs = records()
+def verdict_counts(recs: dict[str, dict] | None = None) -> Counter[str]:
+    recs = records() if recs is None else recs
     counts = Counter(r["verdict"] for r in recs.values())
     counts["not built"] = len(declarations()) - len(recs)
     return counts
@@ -98,7 +98,7 @@ def gc(dry_run: bool = False) -> list[str]:
 def snapshot(host: str = "127.0.0.1", port: int = 8080) -> bool:
     """Publish the checked, built set as one UnixFS DAG, a CAR, and a root in the store."""
     decls, recs, s = declarations(), records(), store()
-    counts = verdict_counts()
+    counts = verdict_counts(recs)
     print("snapshot: verdicts " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) +
           f" (of {len(decls)})", flush=True)
     try:
