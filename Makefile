@@ -26,11 +26,13 @@ snapshot: setup
 test: setup
 	$(VENV)/bin/ruff check pipeline builders tests benchmarks dodo.py
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline builders tests benchmarks dodo.py
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 benchmarks: setup
 	$(PY) benchmarks/noop_build.py

@@ -1,6 +1,6 @@
 """The task graph. Logic lives in pipeline/; this file only wires it together."""
 
-from pipeline import tasks
+from pipeline.cli import tasks
 
 DOIT_CONFIG = {
     "default_tasks": ["snapshot"],

@@ -19,9 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import environments  # noqa: E402
-from pipeline.check import run_rules  # noqa: E402
-from pipeline.declaration import load_all, path_for  # noqa: E402
+from pipeline.model import environments  # noqa: E402
+from pipeline.model.declaration import load_all, path_for  # noqa: E402
+from pipeline.policy.check import run_rules  # noqa: E402
 
 SHA = "a" * 64
 PLATFORM_WHEELS = ["cp311-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64", "cp311-abi3-manylinux_2_17_aarch64",

@@ -19,7 +19,7 @@ def run(args: list[str]) -> float:
 
 
 def main() -> None:
-    from pipeline.tasks import declarations
+    from pipeline.cli.tasks import declarations
 
     n = len(declarations())
     subprocess.run(DOIT + ["build"], cwd=REPO, check=True, capture_output=True)  # make sure all are built

@@ -17,8 +17,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fresh", nargs="*", default=[])
     args = ap.parse_args()
-    from pipeline import tasks
-    from pipeline.rebuild import RECORD_KIND, derivation
+    from pipeline.cli import tasks
+    from pipeline.realise.rebuild import RECORD_KIND, derivation
 
     for name in args.fresh:
         ref = tasks.store().refs / RECORD_KIND / derivation(tasks.declarations()[name]).id

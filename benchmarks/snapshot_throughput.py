@@ -21,10 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import car  # noqa: E402
-from pipeline.snapshot import build, walk  # noqa: E402
-from pipeline.store import Store  # noqa: E402
-from pipeline.unixfs import V1_2025, Importer  # noqa: E402
+from pipeline.export.ipfs import car  # noqa: E402
+from pipeline.export.ipfs.unixfs import V1_2025, Importer  # noqa: E402
+from pipeline.export.snapshot import build, walk  # noqa: E402
+from pipeline.store.local import Store  # noqa: E402
 
 
 def make_tree(n: int, size: int, rng: random.Random) -> dict:
@@ -68,7 +68,7 @@ def main() -> None:
     t = time.perf_counter()
     root = Importer(V1_2025, lambda c, b: blocks.setdefault(bytes(c), b)).tree(tree).cid
     out = io.BytesIO()
-    from pipeline.multiformats import CID
+    from pipeline.export.ipfs.multiformats import CID
     car.write(out, [root], ((CID.from_bytes(k), v) for k, v in blocks.items()))
     dag_s = time.perf_counter() - t
     print(f"{total / 1e6:.1f} MB in {args.wheels} wheels: sha256 {total / sha_s / 1e6:.0f} MB/s; "

@@ -11,7 +11,8 @@ from _common import DOIT, REPO
 
 def main() -> None:
     subprocess.run(DOIT + ["-n", "2", "--continue", "test"], cwd=REPO, check=False, capture_output=True)
-    from pipeline import tasks, testing
+    from pipeline.cli import tasks
+    from pipeline.realise import testing
 
     decls = tasks.declarations()
     results = {}

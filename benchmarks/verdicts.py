@@ -13,8 +13,8 @@ from _common import DOIT, REPO
 
 def main() -> None:
     subprocess.run(DOIT + ["build"], cwd=REPO, check=False)
-    from pipeline import tasks
-    from pipeline.rebuild import verdict_line
+    from pipeline.cli import tasks
+    from pipeline.realise.rebuild import verdict_line
 
     recs = tasks.records()
     counts = Counter(r["verdict"] for r in recs.values())

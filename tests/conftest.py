@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.declaration import Declaration, load, path_for
-from pipeline.store import Store, sha256_file
+from pipeline.model.declaration import Declaration, load, path_for
+from pipeline.store.local import Store, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_BACKEND = Path(__file__).with_name("tinybackend.py")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import environments
-from pipeline.check import run_rules
-from pipeline.declaration import Artifact, Declaration, Deselection, TestSpec
-from pipeline.wheelfile import WheelFacts, inspect, record_hash
+from pipeline.model import environments
+from pipeline.model.declaration import Artifact, Declaration, Deselection, TestSpec
+from pipeline.policy.check import run_rules
+from pipeline.wheel.facts import WheelFacts, inspect, record_hash
 
 ENVS = environments.load(Path(__file__).resolve().parent.parent / "declarations" / "environments.toml")
 SHA = "0" * 64
@@ -20,7 +20,7 @@ SHA = "0" * 64
 
 def decl(name: str, version: str = "1.0", *, deps: tuple[str, ...] = (), extras: tuple[str, ...] = (),
          wheels: tuple[str, ...] | None = None, requires_python: str | None = None, **kw) -> Declaration:
-    from pipeline.declaration import BuildSpec
+    from pipeline.model.declaration import BuildSpec
 
     files = wheels or (f"{name.replace('-', '_')}-{version}-py3-none-any.whl",)
     return Declaration(Path(f"declarations/{name[:2]}/{name}.toml"), name, version, requires_python, extras,

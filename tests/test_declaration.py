@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.declaration import field_lines, load, load_all, path_for, shard_of
-from pipeline.errors import DeclarationError
+from pipeline.model.declaration import field_lines, load, load_all, path_for, shard_of
+from pipeline.model.errors import DeclarationError
 
 
 def test_valid_declaration_loads(world):

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from pipeline.declaration import Artifact
-from pipeline.errors import FetchError
-from pipeline.fetch import fetch
-from pipeline.store import Store
+from pipeline.model.declaration import Artifact
+from pipeline.model.errors import FetchError
+from pipeline.realise.fetch import fetch
+from pipeline.store.local import Store
 
 PAYLOAD = b"wheel bytes " * 1000
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.declaration import load
-from pipeline.declare import declare
-from pipeline.index import SimpleIndex
-from pipeline.rebuild import build
-from pipeline.store import Store
+from pipeline.model.declaration import load
+from pipeline.realise.declare import declare
+from pipeline.realise.index import SimpleIndex
+from pipeline.realise.rebuild import build
+from pipeline.store.local import Store
 
 from .conftest import needs_bwrap
 
@@ -34,7 +34,7 @@ def test_declare_and_rebuild_iniconfig_from_the_index(tmp_path):
 
 
 def test_unknown_project_is_a_clear_error(tmp_path):
-    from pipeline.errors import IndexError_
+    from pipeline.model.errors import IndexError_
 
     with pytest.raises(IndexError_, match="HTTP 404"):
         declare("no-such-project-wheelproof-test==1.0", index=SimpleIndex(), store=Store(tmp_path),

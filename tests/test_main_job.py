@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from pipeline.gateway import GatewayServer
-from pipeline.store import Store
+from pipeline.export.ipfs.gateway import GatewayServer
+from pipeline.store.local import Store
 
 from .conftest import REPO, needs_bwrap
 

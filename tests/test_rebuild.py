@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from pipeline.rebuild import build, derivation, load_record
-from pipeline.sandbox import classify_violation
+from pipeline.realise.rebuild import build, derivation, load_record
+from pipeline.realise.sandbox import classify_violation
 
 from .conftest import REPO, SDE, needs_bwrap
 

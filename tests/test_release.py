@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from pipeline import tlog
-from pipeline.release import ReleaseError, Releases, prove_consistency, prove_inclusion, verify_release
-from pipeline.signing import SecretKey, SignatureError, minisign_sign, minisign_verify, write_keypair
+from pipeline.trust import tlog
+from pipeline.trust.release import ReleaseError, Releases, prove_consistency, prove_inclusion, verify_release
+from pipeline.trust.signing import SecretKey, SignatureError, minisign_sign, minisign_verify, write_keypair
 
 from .test_snapshot import tiny_snapshot
 
@@ -102,8 +102,8 @@ def test_changed_car_is_detected(world, key, tmp_path):
 
 
 def test_wheel_swapped_in_the_store_is_detected(world, key):
-    from pipeline.errors import IntegrityError
-    from pipeline.snapshot import walk
+    from pipeline.export.snapshot import walk
+    from pipeline.model.errors import IntegrityError
 
     rel = Releases(world.root / "releases")
     snap, (path, manifest) = release_once(world, rel, key)
@@ -131,8 +131,8 @@ def test_log_rewritten_to_drop_an_entry_is_detected(world, key):
     with pytest.raises(ReleaseError, match="rewritten"):
         rel.verified_log(key.public)
     # and a log re-signed after dropping the entry is not consistent with a checkpoint someone saved
-    from pipeline.release import Checkpoint
-    from pipeline.signing import sign_note
+    from pipeline.trust.release import Checkpoint
+    from pipeline.trust.signing import sign_note
     dropped = entries[:1] + entries[2:]
     shutil.rmtree(rel.log / "tile")
     tlog.write_tiles(rel.log, dropped)
@@ -147,7 +147,7 @@ def test_log_rewritten_to_drop_an_entry_is_detected(world, key):
 
 
 def test_checkpoint_signed_by_another_key_is_rejected(world, key):
-    from pipeline.signing import sign_note
+    from pipeline.trust.signing import sign_note
 
     rel = Releases(world.root / "releases")
     release_once(world, rel, key)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import car
-from pipeline.fetch import fetch
-from pipeline.gateway import GatewayServer, negotiate
-from pipeline.multiformats import CID, CIDError
-from pipeline.snapshot import SnapshotRefused, publish, walk
-from pipeline.store import Store
-from pipeline.unixfs import V1_2025, Importer, cid_of_tree
-from pipeline.wheelfile import facts_for
+from pipeline.export.ipfs import car
+from pipeline.export.ipfs.gateway import GatewayServer, negotiate
+from pipeline.export.ipfs.multiformats import CID, CIDError
+from pipeline.export.ipfs.unixfs import V1_2025, Importer, cid_of_tree
+from pipeline.export.snapshot import SnapshotRefused, publish, walk
+from pipeline.realise.fetch import fetch
+from pipeline.store.local import Store
+from pipeline.wheel.facts import facts_for
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 
@@ -313,5 +313,5 @@ def test_root_cid_matches_ipfs_unixfs_importer(tmp_path, js_importer):
     for profile in ("unixfs-v1-2025", "unixfs-v0-2015"):
         expected = subprocess.run(["node", str(js_importer), str(tmp_path / "snap"), profile], check=True,
                                   capture_output=True, text=True).stdout.strip()
-        from pipeline.unixfs import PROFILES
+        from pipeline.export.ipfs.unixfs import PROFILES
         assert str(cid_of_tree(tree, PROFILES[profile])) == expected, profile

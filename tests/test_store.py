@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from pipeline.errors import IntegrityError, StoreError
-from pipeline.store import Store
+from pipeline.model.errors import IntegrityError, StoreError
+from pipeline.store.local import Store
 
 
 def test_put_and_verified_read(tmp_path):
@@ -76,7 +76,7 @@ def test_gc_keeps_what_roots_reach(tmp_path):
 
 KILLED_WRITER = textwrap.dedent("""
     import sys, time
-    from pipeline.store import Store
+    from pipeline.store.local import Store
     store = Store(sys.argv[1])
     with store.writer() as w:
         w.write(b"x" * (1 << 20))
@@ -106,7 +106,7 @@ def test_kill_in_the_middle_of_a_write_leaves_no_partial_object(tmp_path):
 
 CONCURRENT_WRITER = textwrap.dedent("""
     import sys
-    from pipeline.store import Store
+    from pipeline.store.local import Store
     store = Store(sys.argv[1])
     for i in range(300):
         with store.shared():
@@ -128,7 +128,7 @@ def test_two_processes_on_one_store(tmp_path):
 
 
 def test_store_location_from_environment(tmp_path, monkeypatch):
-    from pipeline.store import STORE_ENV, default_root
+    from pipeline.store.local import STORE_ENV, default_root
 
     monkeypatch.setenv(STORE_ENV, str(tmp_path / "shared"))
     assert default_root() == (tmp_path / "shared").resolve()

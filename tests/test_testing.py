@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import testing
-from pipeline.declaration import load_all
+from pipeline.model.declaration import load_all
+from pipeline.realise import testing
 
 from .conftest import needs_bwrap
 
@@ -89,7 +89,7 @@ def test_declared_test_source_when_the_sdist_has_none(world):
     import io
     import tarfile
 
-    from pipeline.store import sha256_file
+    from pipeline.store.local import sha256_file
 
     archive = world.dist / "tiny-tests-1.0.tar.gz"
     archive.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from pipeline import tlog
+from pipeline.trust import tlog
 
 
 def leaves(n: int) -> list[bytes]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.unixfs import PROFILES, cid_of_file, cid_of_tree
+from pipeline.export.ipfs.unixfs import PROFILES, cid_of_file, cid_of_tree
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "unixfs.json"
 DOC = json.loads(VECTORS.read_text())

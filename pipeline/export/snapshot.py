@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import car, dagpb
-from .declaration import Artifact, Declaration
-from .multiformats import CID, DAG_PB
-from .store import Store, sha256_file
-from .unixfs import V0_2015, V1_2025, Importer, Tree, cid_of_file
+from pipeline.export.ipfs import car, dagpb
+from pipeline.export.ipfs.multiformats import CID, DAG_PB
+from pipeline.export.ipfs.unixfs import V0_2015, V1_2025, Importer, Tree, cid_of_file
+from pipeline.model.declaration import Artifact, Declaration
+from pipeline.store.local import Store, sha256_file
 
 API_VERSION = "1.1"
 SNAPSHOT_KIND = "snapshots"

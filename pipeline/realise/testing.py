@@ -22,13 +22,13 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .declaration import Artifact, Declaration
-from .derivation import build_platform, builder_digest, canonical_json
-from .errors import WheelproofError
-from .fetch import fetch
-from .rebuild import RECORD_KIND, Workspace, derivation, error_line, sandbox_environment
-from .sandbox import classify_violation
-from .store import Store
+from pipeline.model.declaration import Artifact, Declaration
+from pipeline.model.derivation import build_platform, builder_digest, canonical_json
+from pipeline.model.errors import WheelproofError
+from pipeline.realise.fetch import fetch
+from pipeline.realise.rebuild import RECORD_KIND, Workspace, derivation, error_line, sandbox_environment
+from pipeline.realise.sandbox import classify_violation
+from pipeline.store.local import Store
 
 TEST_KIND = "tests"
 DEFAULT_COMMAND = ("python", "-m", "pytest")

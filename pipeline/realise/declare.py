@@ -36,12 +36,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-from .declaration import DECLARATIONS_DIR, SCHEMA, Artifact, BuildSpec, Declaration, load, path_for
-from .derivation import toolchain
-from .errors import IndexError_, WheelproofError
-from .fetch import fetch
-from .index import IndexFile, SimpleIndex
-from .store import Store, atomic_write
+from pipeline.model.declaration import DECLARATIONS_DIR, SCHEMA, Artifact, BuildSpec, Declaration, load, path_for
+from pipeline.model.derivation import toolchain
+from pipeline.model.errors import IndexError_, WheelproofError
+from pipeline.realise.fetch import fetch
+from pipeline.realise.index import IndexFile, SimpleIndex
+from pipeline.store.local import Store, atomic_write
 
 GENERATOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*\(?\s*v?(\d[^\s)]*)\)?")
 # The project whose version a WHEEL "Generator:" name reports.
@@ -228,7 +228,7 @@ def _artifact(f: IndexFile) -> Artifact:
 def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None = None,
             root: Path = DECLARATIONS_DIR, log: Callable[[str], None] = print) -> Path:
     """Write (or regenerate) the declaration for ``NAME==VERSION``; returns its path."""
-    from .rebuild import PRIMARY, run_builder  # the sandbox asks the backend for dynamic requirements
+    from pipeline.realise.rebuild import PRIMARY, run_builder  # the sandbox asks the backend for dynamic requirements
 
     req = Requirement(spec)
     pins = [s for s in req.specifier if s.operator == "=="]

@@ -21,9 +21,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .declaration import Artifact, Declaration
+from pipeline.model.declaration import Artifact, Declaration
 
-BUILDERS_DIR = Path(__file__).resolve().parent.parent / "builders"
+BUILDERS_DIR = Path(__file__).resolve().parents[2] / "builders"
 
 
 @cache

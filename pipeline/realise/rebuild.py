@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .compare import compare_wheels
-from .declaration import Artifact, Declaration
-from .derivation import BUILDERS_DIR, Derivation, toolchain
-from .errors import WheelproofError
-from .fetch import fetch
-from .sandbox import Bind, Sandbox, base_python, classify_violation, unsandboxed_requested
-from .store import Store
+from pipeline.model.declaration import Artifact, Declaration
+from pipeline.model.derivation import BUILDERS_DIR, Derivation, toolchain
+from pipeline.model.errors import WheelproofError
+from pipeline.realise.fetch import fetch
+from pipeline.realise.sandbox import Bind, Sandbox, base_python, classify_violation, unsandboxed_requested
+from pipeline.store.local import Store
+from pipeline.wheel.compare import compare_wheels
 
 RECORD_KIND = "builds"
 LOG_TAIL_LINES = 40

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from .store import atomic_write
+from pipeline.store.local import atomic_write
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
 
-from .errors import IndexError_
+from pipeline.model.errors import IndexError_
 
 DEFAULT_INDEX = os.environ.get("WHEELPROOF_INDEX_URL", "https://pypi.org/simple/")
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"

@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from .multiformats import CID, CIDError, read_varint, varint
+from pipeline.export.ipfs.multiformats import CID, CIDError, read_varint, varint
 
 
 class CARError(ValueError):

@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import zstandard
 
-from .errors import IntegrityError, StoreError
+from pipeline.model.errors import IntegrityError, StoreError
 
 STORE_ENV = "WHEELPROOF_STORE"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -46,7 +46,7 @@ def default_root() -> Path:
     env = os.environ.get(STORE_ENV)
     if env:
         return Path(env).expanduser().resolve()
-    return (Path(__file__).resolve().parent.parent / "store").resolve()
+    return (Path(__file__).resolve().parents[2] / "store").resolve()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -15,9 +15,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from .declaration import Artifact
-from .errors import FetchError, IntegrityError
-from .store import Store
+from pipeline.model.declaration import Artifact
+from pipeline.model.errors import FetchError, IntegrityError
+from pipeline.store.local import Store
 
 USER_AGENT = "wheelproof/0.1 (+fixed-output fetch)"
 OFFLINE_ENV = "WHEELPROOF_OFFLINE"

@@ -32,10 +32,12 @@ from typing import Any
 
 from packaging.version import Version
 
-from . import car, dagpb, tlog
-from .errors import WheelproofError
-from .multiformats import CID, DAG_PB
-from .signing import (
+from pipeline.export.ipfs import car, dagpb
+from pipeline.export.ipfs.multiformats import CID, DAG_PB
+from pipeline.model.errors import WheelproofError
+from pipeline.store.local import Store, atomic_write, sha256_file
+from pipeline.trust import tlog
+from pipeline.trust.signing import (
     PublicKey,
     SecretKey,
     SignatureError,
@@ -44,7 +46,6 @@ from .signing import (
     sign_note,
     verify_note,
 )
-from .store import Store, atomic_write, sha256_file
 
 RELEASES_ENV = "WHEELPROOF_RELEASES"
 ORIGIN_ENV = "WHEELPROOF_LOG_ORIGIN"

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import car, dagpb
-from .errors import IntegrityError, StoreError
-from .multiformats import CID, RAW, CIDError
-from .snapshot import JSON_INDEX, SNAPSHOT_KIND, walk
-from .store import Store
-from .unixfs import hamt_hash
+from pipeline.export.ipfs import car, dagpb
+from pipeline.export.ipfs.multiformats import CID, RAW, CIDError
+from pipeline.export.ipfs.unixfs import hamt_hash
+from pipeline.export.snapshot import JSON_INDEX, SNAPSHOT_KIND, walk
+from pipeline.model.errors import IntegrityError, StoreError
+from pipeline.store.local import Store
 
 IMMUTABLE = "public, max-age=29030400, immutable"
 PEP691_JSON = "application/vnd.pypi.simple.v1+json"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from packaging import tags as wheel_tags
 
-from .declaration import DECLARATIONS_DIR
-from .errors import DeclarationError, Problem
+from pipeline.model.declaration import DECLARATIONS_DIR
+from pipeline.model.errors import DeclarationError, Problem
 
 ENVIRONMENTS_FILE = DECLARATIONS_DIR / "environments.toml"
 # PEP 600: the legacy manylinux names are aliases of these glibc versions.

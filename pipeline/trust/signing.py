@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import WheelproofError
+from pipeline.model.errors import WheelproofError
 
 SECRET_KEY_ENV = "WHEELPROOF_SECRET_KEY"
 DEFAULT_SECRET_KEY = Path("~/.config/wheelproof/release.key").expanduser()

@@ -6,16 +6,17 @@ import sys
 from collections import Counter
 from functools import cache
 
-from . import environments, testing
-from . import snapshot as snapshots
-from .check import report, run_rules
-from .declaration import DECLARATIONS_DIR, Artifact, Declaration, load_all
-from .derivation import toolchain
-from .errors import DeclarationError, WheelproofError
-from .fetch import fetch
-from .rebuild import build, derivation, is_built, load_record, verdict_line
-from .store import Store
-from .wheelfile import WheelFacts, facts_for
+from pipeline.export import snapshot as snapshots
+from pipeline.model import environments
+from pipeline.model.declaration import DECLARATIONS_DIR, Artifact, Declaration, load_all
+from pipeline.model.derivation import toolchain
+from pipeline.model.errors import DeclarationError, WheelproofError
+from pipeline.policy.check import report, run_rules
+from pipeline.realise import testing
+from pipeline.realise.fetch import fetch
+from pipeline.realise.rebuild import build, derivation, is_built, load_record, verdict_line
+from pipeline.store.local import Store
+from pipeline.wheel.facts import WheelFacts, facts_for
 
 
 @cache
@@ -134,7 +135,7 @@ def check(json: bool = False) -> bool:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
-    from .gateway import serve as run_gateway
+    from pipeline.export.ipfs.gateway import serve as run_gateway
 
     latest = store().get_ref(snapshots.TAG_KIND, "latest")
     if latest:
@@ -173,9 +174,9 @@ def publish(secret_key: str = "") -> bool:
     import os
     from pathlib import Path
 
-    from . import release, signing
-    from .gateway import DagReader
-    from .multiformats import CID
+    from pipeline.export.ipfs.gateway import DagReader
+    from pipeline.export.ipfs.multiformats import CID
+    from pipeline.trust import release, signing
 
     s = store()
     tag = s.get_ref(snapshots.TAG_KIND, "latest")

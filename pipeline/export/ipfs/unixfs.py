@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from .dagpb import DIRECTORY, FILE, HAMT_SHARD, Link, Node, UnixFSData
-from .multiformats import CID, DAG_PB, RAW
+from pipeline.export.ipfs.dagpb import DIRECTORY, FILE, HAMT_SHARD, Link, Node, UnixFSData
+from pipeline.export.ipfs.multiformats import CID, DAG_PB, RAW
 
 MURMUR3_X64_64 = 0x22
 

@@ -29,12 +29,12 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from .errors import DeclarationError, Problem
+from pipeline.model.errors import DeclarationError, Problem
 
 SCHEMA = 1
 NON_DECLARATIONS = {"environments.toml"}  # reviewed data beside the shards that is not a project
 DECLARATIONS_ENV = "WHEELPROOF_DECLARATIONS"
-DECLARATIONS_DIR = Path(os.environ.get(DECLARATIONS_ENV) or Path(__file__).resolve().parent.parent / "declarations")
+DECLARATIONS_DIR = Path(os.environ.get(DECLARATIONS_ENV) or Path(__file__).resolve().parents[2] / "declarations")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FieldPath = tuple[str | int, ...]

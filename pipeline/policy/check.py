@@ -20,9 +20,9 @@ from packaging.tags import Tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from .declaration import Artifact, Declaration
-from .environments import Environment
-from .wheelfile import WheelFacts
+from pipeline.model.declaration import Artifact, Declaration
+from pipeline.model.environments import Environment
+from pipeline.wheel.facts import WheelFacts
 
 RULES = {
     "single-version": "one version per project",

@@ -20,7 +20,7 @@ from typing import Any
 from packaging.metadata import InvalidMetadata, Metadata, parse_email
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from .store import Store
+from pipeline.store.local import Store
 
 MAX_UNCOMPRESSED = 2 << 30          # 2 GiB in all
 MAX_RATIO = 200                     # uncompressed / compressed, for members over 1 MiB

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .multiformats import CID, CIDError, read_varint, varint
+from pipeline.export.ipfs.multiformats import CID, CIDError, read_varint, varint
 
 RAW, DIRECTORY, FILE, METADATA, SYMLINK, HAMT_SHARD = range(6)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from .errors import SandboxError
+from pipeline.model.errors import SandboxError
 
 UNSANDBOXED_ENV = "WHEELPROOF_UNSANDBOXED"
 HOME = "/home/builder"

@@ -1,0 +1,232 @@
+"""Command line: ``python -m pipeline COMMAND`` (doit tasks call the same functions)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from pipeline.model.errors import WheelproofError
+
+
+def _declare(args: argparse.Namespace) -> int:
+    from pipeline.realise.declare import declare
+    from pipeline.realise.index import SimpleIndex
+
+    for spec in args.specs:
+        declare(spec, index=SimpleIndex(args.index_url))
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from pipeline.cli import tasks
+
+    ok = True
+    for name in args.names:
+        ok = tasks.build_one(name) and ok
+    return 0 if ok else 1
+
+
+def _fsck(args: argparse.Namespace) -> int:
+    from pipeline.store.local import Store
+
+    store = Store()
+    problems = store.fsck()
+    for p in problems:
+        print(p)
+    n = sum(1 for _ in store.iter_objects())
+    print(f"fsck: {n} objects, {len(problems)} problems in {store.root}")
+    return 1 if problems else 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from pipeline.cli import tasks
+
+    removed = tasks.gc(dry_run=False)
+    print(f"gc: removed {len(removed)} unreachable objects")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pipeline.model.declaration import DECLARATIONS_DIR, load_all
+
+    decls = load_all(DECLARATIONS_DIR)
+    print(f"{len(decls)} declarations are valid")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pipeline.cli import tasks
+
+    return 0 if tasks.check(json=args.json) else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pipeline.cli import tasks
+
+    tasks.serve(args.host, args.port)
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.trust.signing import DEFAULT_SECRET_KEY, write_keypair
+
+    secret = Path(args.secret or DEFAULT_SECRET_KEY)
+    public = Path(args.public or secret.with_suffix(".pub"))
+    key = write_keypair(secret, public)
+    print(f"wrote secret key {secret} (mode 0600; keep it out of the store and the repository)")
+    print(f"wrote public key {public} (key id {key.public.key_id_hex})")
+    return 0
+
+
+def _releases():  # type: ignore[no-untyped-def]
+    from pipeline.store.local import Store
+    from pipeline.trust.release import Releases
+
+    return Releases.default(Store())
+
+
+def _verify_release(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.store.local import Store
+    from pipeline.trust.release import verify_release
+    from pipeline.trust.signing import PublicKey
+
+    rel = _releases()
+    manifest = Path(args.manifest)
+    sig = Path(args.signature or str(manifest) + ".minisig")
+    public = PublicKey.parse(Path(args.public_key).read_text()) if args.public_key else rel.public_key()
+    import json
+
+    car_name = json.loads(manifest.read_bytes())["car"]["filename"]
+    car_path = Path(args.car) if args.car else Store().root / "cars" / car_name
+    verify_release(manifest, sig, car_path, public)
+    return 0
+
+
+def _prove_inclusion(args: argparse.Namespace) -> int:
+    import base64
+
+    from pipeline.trust.release import prove_inclusion
+
+    rel = _releases()
+    def match(doc: dict) -> bool:  # type: ignore[type-arg]
+        return (doc["kind"] == "wheel" and doc["filename"] == args.wheel) if args.wheel else \
+            (doc["kind"] == "release" and doc["root"] == args.release)
+    found = prove_inclusion(rel, rel.public_key(), match)
+    if not found:
+        print("not in the log", file=sys.stderr)
+        return 1
+    for index, doc, proof, cp in found:
+        print(f"entry {index} of {cp.size}: {doc}")
+        _print_proof(f"checkpoint root {base64.b64encode(cp.root).decode()}; inclusion proof verified", proof)
+    return 0
+
+
+def _print_proof(title: str, hashes: list[bytes]) -> None:
+    import base64
+
+    print(f"{title}:")
+    for h in hashes:
+        print(f"    {base64.b64encode(h).decode()}")
+
+
+def _prove_consistency(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.trust.release import prove_consistency
+
+    rel = _releases()
+    old, new, proof = prove_consistency(rel, rel.public_key(), Path(args.old_checkpoint).read_text())
+    _print_proof(f"checkpoint {new.size} extends checkpoint {old.size}: consistency proof verified", proof)
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pipeline.trust.release import diff, diff_text
+
+    rel = _releases()
+
+    def find(ref: str) -> dict:  # type: ignore[type-arg]
+        path = Path(ref)
+        if not path.is_file():
+            def names(p: Path) -> tuple[str, str]:
+                sequence, cid = p.stem.split("-", 1)
+                return str(int(sequence)), cid
+            matches = [p for p in rel.manifest_paths() if ref in names(p)]
+            if len(matches) != 1:
+                raise SystemExit(f"no release {ref!r} (give a sequence number, a root CID or a manifest path)")
+            path = matches[0]
+        return rel.verify_manifest(path, rel.public_key())
+
+    d = diff(find(args.old), find(args.new))
+    print(json.dumps(d, indent=1) if args.json else diff_text(d))
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "declare": (_declare, "write declarations/<xx>/<name>.toml for NAME==VERSION from the index"),
+    "build": (_build, "build declarations by name (what `doit build:NAME` runs)"),
+    "check": (_check, "the repository's consistency rules (what `doit check` runs)"),
+    "serve": (_serve, "serve the store's snapshots as an IPFS gateway (what `doit serve` runs)"),
+    "keygen": (_keygen, "create the release signing key (minisign format)"),
+    "verify-release": (_verify_release, "verify a release from its manifest, signature, CAR and public key"),
+    "prove-inclusion": (_prove_inclusion, "print and verify a log inclusion proof for a wheel or release"),
+    "prove-consistency": (_prove_consistency, "print and verify that the log extends an older checkpoint"),
+    "diff": (_diff, "what changed between two releases (sequence number, CID or manifest path)"),
+    "validate": (_validate, "load every declaration and report every problem"),
+    "fsck": (_fsck, "verify every object in the store"),
+    "gc": (_gc, "delete store objects no declaration, build record or snapshot references"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == "declare":
+            p.add_argument("specs", nargs="+", metavar="NAME==VERSION")
+            p.add_argument("--index-url", default=None)
+        elif name == "build":
+            p.add_argument("names", nargs="+")
+        elif name == "serve":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8080)
+        elif name == "keygen":
+            p.add_argument("--secret")
+            p.add_argument("--public")
+        elif name == "verify-release":
+            p.add_argument("manifest")
+            p.add_argument("--signature")
+            p.add_argument("--car")
+            p.add_argument("--public-key")
+        elif name == "prove-inclusion":
+            g = p.add_mutually_exclusive_group(required=True)
+            g.add_argument("--wheel", help="wheel filename")
+            g.add_argument("--release", help="release root CID")
+        elif name == "prove-consistency":
+            p.add_argument("old_checkpoint", help="a saved copy of an older log/checkpoint")
+        elif name == "diff":
+            p.add_argument("old")
+            p.add_argument("new")
+            p.add_argument("--json", action="store_true")
+        elif name == "check":
+            p.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if getattr(args, "index_url", "x") is None:
+        from pipeline.realise.index import DEFAULT_INDEX
+
+        args.index_url = DEFAULT_INDEX
+    try:
+        return COMMANDS[args.command][0](args)
+    except WheelproofError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_status
+

@@ -1,0 +1,1 @@
+"""IPFS: multiformats, dag-pb, UnixFS, CARv1 and a path/trustless gateway."""

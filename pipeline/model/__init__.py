@@ -1,0 +1,1 @@
+"""The data model: declarations, supported environments, derivations and typed records."""

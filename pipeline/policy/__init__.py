@@ -1,0 +1,1 @@
+"""The repository's rules: what a consistent, publishable set is."""

@@ -1,0 +1,1 @@
+"""The content-addressed store: objects, refs, locks, fsck and gc."""

@@ -1,0 +1,1 @@
+"""Signatures, the transparency log and releases."""
