@@ -13,24 +13,25 @@ DOIT_CONFIG = {
 
 def task_build():
     """Rebuild each declared wheel from its sdist in the sandbox and compare it with upstream."""
-    for name, decl in tasks.declarations().items():
+    for node in tasks.nodes("build"):
         yield {
-            "name": name,
-            "doc": f"rebuild {decl.name} {decl.version} and compare with the upstream wheel",
-            "actions": [(tasks.build_one, [name])],
-            "uptodate": [(tasks.build_uptodate, [name])],
+            "name": node.name,
+            "doc": node.doc,
+            "actions": [(tasks.realise, [node.key])],
+            "uptodate": [tasks.uptodate(node.key)],
         }
 
 
 def task_test():
     """Run each declared test suite against the wheel we publish, in the sandbox."""
     yield {"name": None, "doc": "run every declared test suite"}
-    for name in tasks.with_tests():
+    for node in tasks.nodes("test"):
         yield {
-            "name": name,
-            "actions": [(tasks.test_one, [name])],
-            "uptodate": [(tasks.tested, [name])],
-            "task_dep": [f"build:{name}"],
+            "name": node.name,
+            "doc": node.doc,
+            "actions": [(tasks.realise, [node.key])],
+            "uptodate": [tasks.uptodate(node.key)],
+            "task_dep": list(node.deps),
         }
 
 
@@ -46,7 +47,7 @@ def task_check():
 
 def task_snapshot():
     """Build and check everything, then publish the snapshot."""
-    return {"actions": [tasks.snapshot], "task_dep": ["build", "check", "test"], "uptodate": [False]}
+    return {"actions": [tasks.snapshot], "task_dep": list(tasks.graph()["snapshot"].deps), "uptodate": [False]}
 
 
 def task_serve():

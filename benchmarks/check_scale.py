@@ -9,6 +9,7 @@ Wheel contents are not read (that is cached per wheel hash in the store and meas
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -23,10 +24,14 @@ from pipeline.model import environments  # noqa: E402
 from pipeline.model.declaration import load_all, path_for  # noqa: E402
 from pipeline.policy.check import run_rules  # noqa: E402
 
-SHA = "a" * 64
 PLATFORM_WHEELS = ["cp311-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64", "cp311-abi3-manylinux_2_17_aarch64",
                    "cp311-abi3-macosx_10_9_universal2", "cp311-abi3-win_amd64"]
 MARKERS = ["", "; sys_platform == 'win32'", "; python_version < '3.13'", "; extra == 'fast'"]
+
+
+def _sha(text: str) -> str:
+    """A distinct stand-in digest per artifact (the files are never fetched)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def generate(root: Path, n: int, rng: random.Random) -> None:
@@ -38,14 +43,14 @@ def generate(root: Path, n: int, rng: random.Random) -> None:
         tags = PLATFORM_WHEELS if i % 7 == 0 else ["py3-none-any"]
         wheels = "".join(
             f'[[wheels]]\nfilename = "{name}-1.{i}-{t}.whl"\nurl = "https://example.org/{name}-{t}.whl"\n'
-            f'sha256 = "{SHA}"\nsize = 100\n\n' for t in tags)
+            f'sha256 = "{_sha(f"{name}-{t}")}"\nsize = 100\n\n' for t in tags)
         path = path_for(name, root)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             f'schema = 1\nname = "{name}"\nversion = "1.{i}"\nrequires-python = ">=3.9"\nextras = ["fast"]\n'
             f"dependencies = {json.dumps(deps)}\n\n"
             f'[sdist]\nfilename = "{name}-1.{i}.tar.gz"\nurl = "https://example.org/{name}.tar.gz"\n'
-            f'sha256 = "{SHA}"\nsize = 100\n\n{wheels}'
+            f'sha256 = "{_sha(name)}"\nsize = 100\n\n{wheels}'
             '[build]\nbackend = "flit_core.buildapi"\nrequires = []\nsource-date-epoch = 315532800\ninputs = []\n')
 
 

@@ -15,20 +15,16 @@ def main() -> None:
     from pipeline.realise import testing
 
     decls = tasks.declarations()
-    results = {}
-    for name in tasks.with_tests():
-        r = testing.load_result(tasks.store(), testing.plan(decls[name], decls))
-        if r is not None:
-            results[name] = r
+    with_tests = tasks.nodes("test")
+    results = tasks.test_results()
     for r in results.values():
         print(testing.summary_line(r))
-    outcomes = Counter(r["outcome"] for r in results.values())
-    total = sum(r["tests"] for r in results.values())
-    passed = sum(r["passed"] for r in results.values())
-    print(f"\n{len(tasks.with_tests())} of {len(decls)} declarations have tests; "
+    outcomes = Counter(r.outcome for r in results.values())
+    total = sum(r.tests for r in results.values())
+    passed = sum(r.passed for r in results.values())
+    print(f"\n{len(with_tests)} of {len(decls)} declarations have tests; "
           + ", ".join(f"{k}: {v}" for k, v in outcomes.most_common())
           + f"; {total} tests in all, {passed} passed")
-
 
 if __name__ == "__main__":
     main()

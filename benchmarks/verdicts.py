@@ -17,13 +17,13 @@ def main() -> None:
     from pipeline.realise.rebuild import verdict_line
 
     recs = tasks.records()
-    counts = Counter(r["verdict"] for r in recs.values())
-    deterministic = sum(1 for r in recs.values() if r.get("determinism", {}).get("deterministic", True)
-                        and r["verdict"] != "failed")
+    counts = Counter(r.verdict for r in recs.values())
+    deterministic = sum(1 for r in recs.values() if (r.determinism or {}).get("deterministic", True)
+                        and r.succeeded)
     print("| project | version | backend | verdict |")
     print("|---|---|---|---|")
     for name, r in recs.items():
-        print(f"| {name} | {r['version']} | `{r['derivation']['backend']}` | {r['verdict']} |")
+        print(f"| {name} | {r.version} | `{r.derivation['backend']}` | {r.verdict} |")
     print()
     for r in recs.values():
         print(verdict_line(r))

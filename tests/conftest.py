@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.model.declaration import Declaration, load, path_for
+from pipeline.model.records import ArtifactRef, BuildRecord, LogRef, OutputWheel
 from pipeline.store.local import Store, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,3 +161,13 @@ def world(tmp_path: Path) -> World:
     w = World(tmp_path, tmp_path / "declarations", tmp_path / "store", tmp_path / "dist")
     w.declarations.mkdir()
     return w
+
+
+def build_record(drv_id: str, verdict: str = "identical", name: str = "tiny") -> BuildRecord:
+    """A well-formed build record for ``drv_id`` (for tests that need records without building)."""
+    wheel = ArtifactRef(f"{name}-1.0-py3-none-any.whl", "1" * 64)
+    return BuildRecord(
+        derivation_id=drv_id, derivation={"name": name}, declaration=f"{name[:2]}/{name}.toml", name=name,
+        version="1.0", started="2026-01-01T00:00:00Z", sandbox="bubblewrap", inputs={f"{name}-1.0.tar.gz": "2" * 64},
+        upstream=wheel, verdict=verdict, builder_result={}, log=LogRef("3" * 64), timings={"total": 1.5},
+        references=("2" * 64,), output=OutputWheel(wheel.filename, wheel.sha256, 10) if verdict != "failed" else None)

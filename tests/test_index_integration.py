@@ -30,7 +30,7 @@ def test_declare_and_rebuild_iniconfig_from_the_index(tmp_path):
     declare("iniconfig==2.0.0", index=SimpleIndex(), store=store, root=root, log=lambda m: None)
     assert "# reviewed by a human" in path.read_text()
     record = build(load(path, root), store, log=lambda m: None)
-    assert record["verdict"] == "identical", record.get("summary") or record.get("log_tail")
+    assert record.verdict == "identical", record.summary or record.log_tail
 
 
 def test_unknown_project_is_a_clear_error(tmp_path):

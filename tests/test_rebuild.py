@@ -18,30 +18,30 @@ pytestmark = [pytest.mark.integration, needs_bwrap]
 def test_identical_rebuild_is_recorded(world):
     decl = world.declare_tiny()
     record = build(decl, world.store, log=lambda m: None)
-    assert record["verdict"] == "identical"
-    assert record["output"]["sha256"] == decl.wheels[0].sha256
-    assert record["sandbox"] == "bubblewrap"
+    assert record.verdict == "identical"
+    assert record.output.sha256 == decl.wheels[0].sha256
+    assert record.sandbox == "bubblewrap"
     stored = load_record(world.store, derivation(decl).id)
     assert stored == record
-    assert "prepared tiny-1.0.tar.gz" in world.store.read_compressed(record["log"]["sha256"]).decode()
-    assert set(record["references"]) >= {decl.sdist.sha256, decl.wheels[0].sha256, record["log"]["sha256"]}
-    assert "determinism" not in record  # only checked when not identical
+    assert "prepared tiny-1.0.tar.gz" in world.store.read_compressed(record.log.sha256).decode()
+    assert set(record.references) >= {decl.sdist.sha256, decl.wheels[0].sha256, record.log.sha256}
+    assert record.determinism is None  # only checked when not identical
 
 
 def test_equivalent_when_only_zip_metadata_differs(world):
     decl = world.declare_tiny(upstream_sde=SDE + 86400)
     record = build(decl, world.store, log=lambda m: None)
-    assert record["verdict"] == "equivalent"
-    assert "date_time" in record["comparison"]["zip_metadata_differs"]
-    assert record["determinism"]["deterministic"] is True
+    assert record.verdict == "equivalent"
+    assert "date_time" in record.comparison["zip_metadata_differs"]
+    assert record.determinism["deterministic"] is True
 
 
 def test_differs_lists_members_and_diffs_text(world):
     decl = world.declare_tiny(mutate_upstream=True)
     record = build(decl, world.store, log=lambda m: None)
-    assert record["verdict"] == "differs"
-    assert "tiny.py" in record["comparison"]["content_differs"]
-    diff = record["comparison"]["diff"]
+    assert record.verdict == "differs"
+    assert "tiny.py" in record.comparison["content_differs"]
+    diff = record.comparison["diff"]
     assert "--- upstream/tiny.py" in diff and "-X = 2" in diff and "+X = 1" in diff
 
 
@@ -61,9 +61,9 @@ pathlib.Path(__file__).resolve().parent.parent.joinpath("escaped.txt").write_tex
 def test_sandbox_violations_fail_the_build(world, hook, violation):
     decl = world.declare_tiny(hook=hook)
     record = build(decl, world.store, log=lambda m: None)
-    assert record["verdict"] == "failed"
-    assert record["violation"] == violation
-    assert "Traceback" in record["log_tail"]
+    assert record.verdict == "failed"
+    assert record.violation == violation
+    assert "Traceback" in record.log_tail
     assert not list(world.root.rglob("escaped.txt"))
 
 
@@ -73,7 +73,7 @@ def test_hook_writing_home_and_tmp_is_private(world):
             "pathlib.Path('/tmp/x').write_text('1')\nassert 'WHEELPROOF_STORE' not in os.environ\n"
             f"for p in {hidden!r}:\n    assert not pathlib.Path(p).exists(), p\n")
     decl = world.declare_tiny(hook=hook)
-    assert build(decl, world.store, log=lambda m: None)["verdict"] == "identical"
+    assert build(decl, world.store, log=lambda m: None).verdict == "identical"
 
 
 def test_classify_violation():
@@ -109,10 +109,10 @@ def test_unsandboxed_needs_the_opt_out_and_is_recorded(world, monkeypatch):
     decl = world.declare_tiny()
     monkeypatch.setenv("WHEELPROOF_UNSANDBOXED", "1")
     record = build(decl, world.store, log=lambda m: None)
-    assert record["sandbox"] == "none (explicit opt-out)"
-    assert record["verdict"] == "identical"
+    assert record.sandbox == "none (explicit opt-out)"
+    assert record.verdict == "identical"
     monkeypatch.delenv("WHEELPROOF_UNSANDBOXED")
-    assert derivation(decl).id != record["derivation_id"]
+    assert derivation(decl).id != record.derivation_id
 
 
 def test_missing_sandbox_is_a_clear_error(world, tmp_path):

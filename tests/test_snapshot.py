@@ -22,6 +22,7 @@ from pipeline.export.snapshot import SnapshotRefused, publish, walk
 from pipeline.realise.fetch import fetch
 from pipeline.store.local import Store
 from pipeline.wheel.facts import facts_for
+from tests.conftest import build_record
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 
@@ -38,7 +39,7 @@ def tiny_snapshot(world, verdicts: dict[str, str] | None = None, **extra_files: 
         for w in d.wheels:
             fetch(store, w, what=str(d.path))
     verdicts = verdicts or {}
-    records = {n: {"verdict": verdicts.get(n, "identical"), "derivation_id": "d" * 64} for n in decls}
+    records = {n: build_record("d" * 64, verdicts.get(n, "identical"), n) for n in decls}
     snap, published = publish(store, decls, records,
                               lambda d, w: facts_for(store, w.sha256, w.filename).metadata or b"",
                               log=lambda m: None)
@@ -77,7 +78,7 @@ def test_snapshot_tree_is_deterministic_and_complete(world):
     for d in decls.values():
         for w in d.wheels:
             fetch(other, w, what="x")
-    snap2, _ = publish(other, decls, {n: {"verdict": "identical", "derivation_id": "d" * 64} for n in decls},
+    snap2, _ = publish(other, decls, {n: build_record("d" * 64, "identical", n) for n in decls},
                        lambda d, w: facts_for(other, w.sha256, w.filename).metadata or b"", log=lambda m: None)
     assert snap2.root == snap.root and snap2.car_sha256 == snap.car_sha256
     assert again is not None

@@ -38,9 +38,9 @@ class T(unittest.TestCase):
 
 def test_passing_suite_runs_against_the_installed_wheel(world):
     record, p = suite(world, PASSING)
-    assert record["outcome"] == "passed", record
-    assert (record["tests"], record["passed"], record["skipped"], record["failed"]) == (3, 2, 1, 0)
-    assert record["imports"]["tiny"].startswith("/env/lib/")  # the wheel, not the source tree
+    assert record.outcome == "passed", record
+    assert (record.tests, record.passed, record.skipped, record.failed) == (3, 2, 1, 0)
+    assert record.imports["tiny"].startswith("/env/lib/")  # the wheel, not the source tree
     assert testing.load_result(world.store, p) == record
     assert "tests passed: 2 passed" in testing.summary_line(record)
 
@@ -48,13 +48,13 @@ def test_passing_suite_runs_against_the_installed_wheel(world):
 def test_failing_suite_blocks(world):
     body = "class T(unittest.TestCase):\n    def test_bad(self):\n        self.assertEqual(tiny.X, 2)\n"
     record, _ = suite(world, body)
-    assert record["outcome"] == "failed" and record["failed"] == 1
+    assert record.outcome == "failed" and record.failed == 1
 
 
 def test_known_failure_is_allowed_with_its_reason(world):
     body = "class T(unittest.TestCase):\n    def test_bad(self):\n        self.fail('upstream bug')\n"
     record, _ = suite(world, body, 'known-failure = "upstream bug #123"\n')
-    assert record["outcome"] == "known-failure" and record["known_failure"] == "upstream bug #123"
+    assert record.outcome == "known-failure" and record.known_failure == "upstream bug #123"
     assert "known: upstream bug #123" in testing.summary_line(record)
 
 
@@ -62,14 +62,14 @@ def test_network_access_fails_inside_the_sandbox(world):
     body = ("import socket\nclass T(unittest.TestCase):\n    def test_net(self):\n"
             "        socket.create_connection(('151.101.0.223', 443), timeout=5)\n")
     record, _ = suite(world, body)
-    assert record["outcome"] == "failed" and record["errors"] == 1
-    assert record["violation"] == "network"
+    assert record.outcome == "failed" and record.errors == 1
+    assert record.violation == "network"
 
 
 def test_hanging_suite_times_out(world):
     body = "import time\nclass T(unittest.TestCase):\n    def test_hang(self):\n        time.sleep(120)\n"
     record, _ = suite(world, body, "timeout = 3\n")
-    assert record["outcome"] == "timeout" and record["duration"] < 60
+    assert record.outcome == "timeout" and record.duration < 60
 
 
 def test_doit_test_task_and_up_to_date(world):
@@ -107,5 +107,5 @@ def test_declared_test_source_when_the_sdist_has_none(world):
     p = testing.plan(decls["tiny"], decls)
     assert p.source.filename == "tiny-tests-1.0.tar.gz" and p.source.sha256 == sha
     record = testing.run(p, world.store, log=lambda m: None)
-    assert record["outcome"] == "passed" and (record["passed"], record["skipped"]) == (2, 1), record
+    assert record.outcome == "passed" and (record.passed, record.skipped) == (2, 1), record
 

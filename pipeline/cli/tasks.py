@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Callable
 from functools import cache
+from typing import TYPE_CHECKING, TypeVar
 
-from pipeline.export import snapshot as snapshots
-from pipeline.model import environments
-from pipeline.model.declaration import DECLARATIONS_DIR, Artifact, Declaration, load_all
-from pipeline.model.derivation import toolchain
 from pipeline.model.errors import DeclarationError, WheelproofError
-from pipeline.policy.check import report, run_rules
-from pipeline.realise import testing
-from pipeline.realise.fetch import fetch
-from pipeline.realise.rebuild import build, derivation, is_built, load_record, verdict_line
+from pipeline.model.locations import DECLARATIONS_DIR
+from pipeline.realise.evaluation import Evaluation
+from pipeline.realise.graph import BUILD, TEST, Graph, Node
 from pipeline.store.local import Store
-from pipeline.wheel.facts import WheelFacts, facts_for
+from pipeline.store.refindex import RefIndex
+
+# dodo.py imports this module for every doit command, so only what a no-op needs (the cached graph
+# and the up-to-date index) is imported here; each action imports its own machinery.
+if TYPE_CHECKING:
+    from pipeline.model.declaration import Artifact, Declaration
+    from pipeline.model.records import BuildRecord, SnapshotRecord, TestRecord
+    from pipeline.wheel.facts import WheelFacts
+
+T = TypeVar("T")
 
 
 @cache
@@ -25,10 +31,14 @@ def store() -> Store:
 
 
 @cache
-def declarations() -> dict[str, Declaration]:
-    """Every declaration; on any problem, print them all and exit 2 (nothing is built or written)."""
+def evaluation() -> Evaluation:
+    return Evaluation(DECLARATIONS_DIR, store())
+
+
+def _or_exit(compute: Callable[[], T]) -> T:
+    """Run an evaluation step; on any declaration problem, print them all and exit 2 (nothing is built)."""
     try:
-        return dict(sorted(load_all(DECLARATIONS_DIR).items()))
+        return compute()
     except DeclarationError as e:
         for p in e.problems:
             print(p, file=sys.stderr)
@@ -36,46 +46,96 @@ def declarations() -> dict[str, Declaration]:
         raise SystemExit(2) from None
 
 
-def build_uptodate(name: str) -> bool:
-    return is_built(store(), declarations()[name])
+def graph() -> Graph:
+    """The task graph, from the evaluation cache when no declaration changed."""
+    return _or_exit(evaluation().graph)
+
+
+def declarations() -> dict[str, Declaration]:
+    """Every declaration, parsed and validated (cached by content)."""
+    return _or_exit(evaluation().declarations)
+
+
+def nodes(kind: str) -> list[Node]:
+    return list(graph().of_kind(kind))
+
+
+@cache
+def _done_index(kind: str) -> RefIndex:
+    from pipeline.model.records import BUILD_KIND, BuildRecord, TestRecord, check_ref, decode
+
+    def done(name: str, digest: str) -> bool:
+        where = f"{store().root}/refs/{kind}/{name}"
+        doc = store().read_json(digest)
+        if kind == BUILD_KIND:
+            return check_ref(decode(BuildRecord, doc, where), name, where).succeeded
+        return check_ref(decode(TestRecord, doc, where), name, where).succeeded
+
+    return RefIndex(store(), kind, done)
+
+
+def uptodate(key: str) -> bool:
+    """doit's up-to-date check: the store holds a successful record for the node's id (one index read)."""
+    node = graph()[key]
+    return _done_index("builds" if node.kind == BUILD else "tests").done(node.id)
+
+
+def realise(key: str) -> bool:
+    """Run one build or test node and print its progress and verdict; False fails the doit task."""
+    from pipeline.model.records import BuildRecord
+    from pipeline.realise import testing
+    from pipeline.realise.executor import LocalExecutor
+    from pipeline.realise.rebuild import verdict_line
+
+    node = graph()[key]
+    same_kind = [n.key for n in graph().of_kind(node.kind)]
+    position = f"[{same_kind.index(key) + 1}/{len(same_kind)}]"
+    decl = declarations()[node.name]
+    what = "drv" if node.kind == BUILD else "test id"
+    print(f"{position} {key} {decl.version} ({what} {node.id[:12]})", flush=True)
+    try:
+        record = LocalExecutor(store(), declarations).realise(node, log=lambda m: print(f"  {m}", flush=True))
+    except WheelproofError as e:
+        print(f"{position} {key}: error: {e}", file=sys.stderr)
+        return False
+    if isinstance(record, BuildRecord):
+        print(f"{position} build:{verdict_line(record)}", flush=True)
+        if not record.succeeded:
+            print(record.log_tail or "", file=sys.stderr)
+    else:
+        print(f"{position} test:{testing.summary_line(record)}", flush=True)
+    return record.succeeded
 
 
 def build_one(name: str) -> bool:
-    names = list(declarations())
-    decl = declarations()[name]
-    position = f"[{names.index(name) + 1}/{len(names)}]"
-    print(f"{position} build:{name} {decl.version} (drv {derivation(decl).id[:12]})", flush=True)
-    try:
-        record = build(decl, store(), log=lambda m: print(f"  {m}", flush=True))
-    except WheelproofError as e:
-        print(f"{position} build:{name}: error: {e}", file=sys.stderr)
-        return False
-    print(f"{position} build:{verdict_line(record)}", flush=True)
-    if record["verdict"] == "failed":
-        print(record.get("log_tail", ""), file=sys.stderr)
-        return False
-    return True
+    from packaging.utils import canonicalize_name
+
+    return realise(f"{BUILD}:{canonicalize_name(name)}")
 
 
-def records() -> dict[str, dict]:
+def records() -> dict[str, BuildRecord]:
     """The build record of each declaration's current derivation (absent if never built)."""
+    from pipeline.realise.rebuild import load_record
+
     out = {}
-    for name, decl in declarations().items():
-        record = load_record(store(), derivation(decl).id)
+    for node in graph().of_kind(BUILD):
+        record = load_record(store(), node.id)
         if record is not None:
-            out[name] = record
+            out[node.name] = record
     return out
 
 
-def verdict_counts(recs: dict[str, dict] | None = None) -> Counter[str]:
+def verdict_counts(recs: dict[str, BuildRecord] | None = None) -> Counter[str]:
     recs = records() if recs is None else recs
-    counts = Counter(r["verdict"] for r in recs.values())
-    counts["not built"] = len(declarations()) - len(recs)
+    counts = Counter(r.verdict for r in recs.values())
+    counts["not built"] = len(nodes(BUILD)) - len(recs)
     return counts
 
 
 def declaration_roots() -> set[str]:
     """Store objects the declarations pin (kept by gc even if never built)."""
+    from pipeline.model.derivation import toolchain
+
     roots = {a.sha256 for a in toolchain()}
     for decl in declarations().values():
         roots.add(decl.sdist.sha256)
@@ -98,6 +158,8 @@ def gc(dry_run: bool = False) -> list[str]:
 
 def snapshot(host: str = "127.0.0.1", port: int = 8080) -> bool:
     """Publish the checked, built set as one UnixFS DAG, a CAR, and a root in the store."""
+    from pipeline.export import snapshot as snapshots
+
     decls, recs, s = declarations(), records(), store()
     counts = verdict_counts(recs)
     print("snapshot: verdicts " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) +
@@ -121,12 +183,18 @@ def snapshot(host: str = "127.0.0.1", port: int = 8080) -> bool:
 
 
 def wheel_facts(decl: Declaration, wheel: Artifact) -> WheelFacts:
+    from pipeline.realise.fetch import fetch
+    from pipeline.wheel.facts import facts_for
+
     fetch(store(), wheel, what=f"{decl.path} (wheels)")
     return facts_for(store(), wheel.sha256, wheel.filename)
 
 
 def check(json: bool = False) -> bool:
     """Run every rule over the declared set; one line per failure (or JSON); False fails the task."""
+    from pipeline.model import environments
+    from pipeline.policy.check import report, run_rules
+
     decls = declarations()
     envs = environments.load(environments.ENVIRONMENTS_FILE)
     failures = run_rules(decls, envs, wheel_facts)
@@ -134,37 +202,35 @@ def check(json: bool = False) -> bool:
     return not failures
 
 
+def latest_snapshot() -> SnapshotRecord | None:
+    """The snapshot record the ``latest`` tag points at, checked field by field."""
+    from pipeline.export.snapshot import TAG_KIND
+    from pipeline.model.records import SnapshotRecord, decode
+
+    digest = store().get_ref(TAG_KIND, "latest")
+    return decode(SnapshotRecord, store().read_json(digest), f"refs/{TAG_KIND}/latest") if digest else None
+
+
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     from pipeline.export.ipfs.gateway import serve as run_gateway
 
-    latest = store().get_ref(snapshots.TAG_KIND, "latest")
+    latest = latest_snapshot()
     if latest:
-        root = store().read_json(latest)["root"]
-        print(f"latest snapshot: pip install --index-url http://{host}:{port}/ipfs/{root}/simple/ NAME", flush=True)
+        print(f"latest snapshot: pip install --index-url http://{host}:{port}/ipfs/{latest.root}/simple/ NAME",
+              flush=True)
     run_gateway(store(), host, port)
 
 
-def tested(name: str) -> bool:
-    decl = declarations()[name]
-    return testing.load_result(store(), testing.plan(decl, declarations())) is not None
+def test_results() -> dict[str, TestRecord]:
+    """The test record of each declaration's current test plan (absent if never run)."""
+    from pipeline.realise import testing
 
-
-def test_one(name: str) -> bool:
-    """Run NAME's test suite; a failure blocks (returns False) unless the declaration marks it known."""
-    decl = declarations()[name]
-    try:
-        p = testing.plan(decl, declarations())
-        print(f"test:{name} {decl.version} (test id {p.id[:12]}, {len(p.wheels)} wheels)", flush=True)
-        record = testing.run(p, store(), log=lambda m: print(f"  {m}", flush=True))
-    except WheelproofError as e:
-        print(f"test:{name}: error: {e}", file=sys.stderr)
-        return False
-    print(f"test:{testing.summary_line(record)}", flush=True)
-    return record["outcome"] in ("passed", "known-failure")
-
-
-def with_tests() -> list[str]:
-    return [n for n, d in declarations().items() if d.test is not None]
+    out = {}
+    for node in graph().of_kind(TEST):
+        result = testing.load_result_by_id(store(), node.id)
+        if result is not None:
+            out[node.name] = result
+    return out
 
 
 def publish(secret_key: str = "") -> bool:
@@ -179,19 +245,18 @@ def publish(secret_key: str = "") -> bool:
     from pipeline.trust import release, signing
 
     s = store()
-    tag = s.get_ref(snapshots.TAG_KIND, "latest")
-    if tag is None:
+    latest = latest_snapshot()
+    if latest is None:
         print("publish: no snapshot yet (run `doit snapshot`)", file=sys.stderr)
         return False
-    root = CID.parse(s.read_json(tag)["root"])
+    root = CID.parse(latest.root)
     reader = DagReader(s)
     node = reader.resolve(root, ["wheelproof.json"])
     published = jsonlib.loads(b"".join(reader.read(node, 0, reader.size(node))))["published"]
-    decls = declarations()
+    results = test_results()
     for w in published:
-        decl = decls.get(w["project"])
-        result = testing.load_result(s, testing.plan(decl, decls)) if decl is not None and decl.test else None
-        w["tests"] = result["outcome"] if result else None
+        result = results.get(w["project"])
+        w["tests"] = result.outcome if result else None
     counts = {"projects": len({w["project"] for w in published}), "wheels": len(published),
               "verdicts": dict(Counter(w["verdict"] for w in published)),
               "tests": dict(Counter(w["tests"] or "none" for w in published))}

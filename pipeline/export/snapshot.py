@@ -24,7 +24,7 @@ import html
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,10 @@ from pipeline.export.ipfs import car, dagpb
 from pipeline.export.ipfs.multiformats import CID, DAG_PB
 from pipeline.export.ipfs.unixfs import V0_2015, V1_2025, Importer, Tree, cid_of_file
 from pipeline.model.declaration import Artifact, Declaration
+from pipeline.model.records import SNAPSHOT_KIND, BuildRecord, CarRef, SnapshotRecord, encode
 from pipeline.store.local import Store, sha256_file
 
 API_VERSION = "1.1"
-SNAPSHOT_KIND = "snapshots"
 TAG_KIND = "snapshot-tags"
 JSON_INDEX = "index.json"  # the PEP 691 form of each index.html, beside it
 PUBLISHABLE = {"identical", "equivalent"}
@@ -60,7 +60,7 @@ class SnapshotRefused(Exception):
         super().__init__("\n".join(reasons))
 
 
-def select(decls: dict[str, Declaration], records: dict[str, dict[str, Any]],
+def select(decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
            metadata_for: Callable[[Declaration, Artifact], bytes],
            wheel_bytes: Callable[[Artifact], bytes]) -> list[PublishedWheel]:
     """Apply the publishing policy; refuse (listing every reason) if any project cannot be published."""
@@ -70,7 +70,7 @@ def select(decls: dict[str, Declaration], records: dict[str, dict[str, Any]],
         if record is None:
             refused.append(f"{d.path}: not built (run `doit build:{name}`)")
             continue
-        verdict = record["verdict"]
+        verdict = record.verdict
         if verdict == "failed":
             refused.append(f"{d.path}: the build failed")
             continue
@@ -82,7 +82,7 @@ def select(decls: dict[str, Declaration], records: dict[str, dict[str, Any]],
             meta = metadata_for(d, w)
             out.append(PublishedWheel(
                 name, d.version, w, d.requires_python, hashlib.sha256(meta).hexdigest(), verdict,
-                record["derivation_id"], str(cid_of_file(wheel_bytes(w), V0_2015))))
+                record.derivation_id, str(cid_of_file(wheel_bytes(w), V0_2015))))
     if refused:
         raise SnapshotRefused(refused)
     return out
@@ -213,15 +213,15 @@ def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snaps
         car_path = cars / f"{root}.car"
         os.replace(tmp, car_path)
         car_sha, _ = sha256_file(car_path)
-        manifest = store.put_json({"kind": "snapshot", "root": str(root), "car": {"sha256": car_sha, "size": size},
-                                   "references": sorted({c.hex_digest for c, _ in blocks})})
+        record = SnapshotRecord(str(root), CarRef(car_sha, size), tuple(sorted({c.hex_digest for c, _ in blocks})))
+        manifest = store.put_json(encode(record))
         store.set_ref(SNAPSHOT_KIND, str(root), manifest)
         store.set_ref(TAG_KIND, "latest", manifest)
     log(f"snapshot: {len(blocks)} blocks ({counts['new']} new in the store)")
     return Snapshot(root, car_path, size, car_sha, len(blocks), counts["new"], manifest)
 
 
-def publish(store: Store, decls: dict[str, Declaration], records: dict[str, dict[str, Any]],
+def publish(store: Store, decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
             metadata_for: Callable[[Declaration, Artifact], bytes],
             log: Callable[[str], None] = print) -> tuple[Snapshot, list[PublishedWheel]]:
     """Policy, tree and DAG in one step: what ``doit snapshot`` does once builds and checks pass."""

@@ -8,10 +8,9 @@ problem of every file at once, each with file, line and field.
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -30,11 +29,9 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from pipeline.model.errors import DeclarationError, Problem
+from pipeline.model.locations import DECLARATIONS_DIR, DECLARATIONS_ENV, NON_DECLARATIONS  # noqa: F401  (re-exported)
 
 SCHEMA = 1
-NON_DECLARATIONS = {"environments.toml"}  # reviewed data beside the shards that is not a project
-DECLARATIONS_ENV = "WHEELPROOF_DECLARATIONS"
-DECLARATIONS_DIR = Path(os.environ.get(DECLARATIONS_ENV) or Path(__file__).resolve().parents[2] / "declarations")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FieldPath = tuple[str | int, ...]
@@ -431,11 +428,7 @@ def parse(path: Path, text: str, problems: list[Problem], root: Path | None = No
 
 def load(path: Path, root: Path | None = None) -> Declaration:
     problems: list[Problem] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DeclarationError([Problem(path, None, "", f"cannot read: {e}")]) from None
-    decl = parse(path, text, problems, root)
+    decl = read_one(path, problems, root)
     if problems or decl is None:
         raise DeclarationError(problems)
     return decl
@@ -445,19 +438,30 @@ def iter_paths(root: Path = DECLARATIONS_DIR) -> Iterator[Path]:
     return iter(sorted(root.glob("*/*.toml")))
 
 
-def load_all(root: Path = DECLARATIONS_DIR) -> dict[str, Declaration]:
-    """Every declaration under ``root`` keyed by canonical name; all problems raised together."""
+def read_one(path: Path, problems: list[Problem], root: Path | None = None) -> Declaration | None:
+    """Read and parse one declaration file; append its problems."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        problems.append(Problem(path, None, "", f"cannot read: {e}"))
+        return None
+    return parse(path, text, problems, root)
+
+
+Reader = Callable[[Path, list[Problem], Path], Declaration | None]
+
+
+def load_all(root: Path = DECLARATIONS_DIR, read: Reader = read_one) -> dict[str, Declaration]:
+    """Every declaration under ``root`` keyed by canonical name; all problems raised together.
+
+    ``read`` parses one file (an evaluation cache passes one that reuses unchanged files).
+    """
     problems: list[Problem] = []
     out: dict[str, Declaration] = {}
     for stray in sorted(p for p in root.glob("*.toml") if p.name not in NON_DECLARATIONS):
         problems.append(Problem(stray, None, "", "declarations belong in a shard directory <xx>/<name>.toml"))
     for path in iter_paths(root):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            problems.append(Problem(path, None, "", f"cannot read: {e}"))
-            continue
-        decl = parse(path, text, problems, root)
+        decl = read(path, problems, root)
         if decl is not None:
             if decl.canonical_name in out:
                 other = out[decl.canonical_name].path

@@ -19,11 +19,13 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.model.declaration import Artifact, Declaration
+from pipeline.model.locations import BUILDERS_DIR
 
-BUILDERS_DIR = Path(__file__).resolve().parents[2] / "builders"
+if TYPE_CHECKING:
+    from pipeline.model.declaration import Artifact, Declaration
+
 
 
 @cache
@@ -38,6 +40,8 @@ def builder_digest(root: Path = BUILDERS_DIR) -> str:
 
 @cache
 def toolchain(root: Path = BUILDERS_DIR) -> tuple[Artifact, ...]:
+    from pipeline.model.declaration import Artifact
+
     doc = tomllib.loads((root / "toolchain.toml").read_text())
     return tuple(Artifact(t["filename"], t["url"], t["sha256"], t.get("size")) for t in doc["tools"])
 

@@ -25,12 +25,22 @@ from typing import Any
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.derivation import BUILDERS_DIR, Derivation, toolchain
 from pipeline.model.errors import WheelproofError
+from pipeline.model.records import (
+    BUILD_KIND,
+    ArtifactRef,
+    BuildRecord,
+    LogRef,
+    OutputWheel,
+    check_ref,
+    decode,
+    encode,
+)
 from pipeline.realise.fetch import fetch
 from pipeline.realise.sandbox import Bind, Sandbox, base_python, classify_violation, unsandboxed_requested
 from pipeline.store.local import Store
 from pipeline.wheel.compare import compare_wheels
 
-RECORD_KIND = "builds"
+RECORD_KIND = BUILD_KIND
 LOG_TAIL_LINES = 40
 BUILD_TIMEOUT = float(os.environ.get("WHEELPROOF_BUILD_TIMEOUT", "1800"))
 
@@ -61,15 +71,19 @@ def derivation(decl: Declaration) -> Derivation:
     return Derivation(decl, sandbox_mode())
 
 
-def load_record(store: Store, drv_id: str) -> dict[str, Any] | None:
+def load_record(store: Store, drv_id: str) -> BuildRecord | None:
+    """The build record of derivation ``drv_id``, checked field by field and against the ref's name."""
     digest = store.get_ref(RECORD_KIND, drv_id)
-    return store.read_json(digest) if digest else None
+    if digest is None:
+        return None
+    where = f"{store.root}/refs/{RECORD_KIND}/{drv_id}"
+    return check_ref(decode(BuildRecord, store.read_json(digest), where), drv_id, where)
 
 
 def is_built(store: Store, decl: Declaration) -> bool:
     """doit's up-to-date check: a non-failed record exists for this derivation."""
-    digest = store.get_ref(RECORD_KIND, derivation(decl).id)
-    return digest is not None and store.read_json(digest)["verdict"] != "failed"
+    record = load_record(store, derivation(decl).id)
+    return record is not None and record.succeeded
 
 
 def link_or_copy(src: Path, dest: Path) -> None:
@@ -210,49 +224,32 @@ def _tail(log: str, n: int = LOG_TAIL_LINES) -> str:
     return "".join(log.splitlines(keepends=True)[-n:])
 
 
-def build(decl: Declaration, store: Store | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def build(decl: Declaration, store: Store | None = None, log: Callable[[str], None] = print) -> BuildRecord:
     """Realise ``decl``'s derivation and return its build record (also stored)."""
     store = store or Store()
     drv = derivation(decl)
     t0 = time.monotonic()
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    inputs = fetch_inputs(store, decl, log)
-    timings = {"fetch": round(time.monotonic() - t0, 3)}
     upstream = decl.wheel_for_build()
-    record: dict[str, Any] = {
-        "schema": 1,
-        "kind": "build-record",
-        "derivation_id": drv.id,
-        "derivation": drv.description(),
-        "declaration": str(decl.path),
-        "name": decl.canonical_name,
-        "version": decl.version,
-        "started": started,
-        "sandbox": drv.sandbox,
-        "inputs": inputs,
-        "upstream": {"filename": upstream.filename, "sha256": upstream.sha256},
-    }
-    refs = set(inputs.values())
+    # The shared lock is held from the first fetch to the ref, so gc never collects an input in between.
     with store.shared(), tempfile.TemporaryDirectory(dir=store.tmp, prefix="build-") as tmp:
+        inputs = fetch_inputs(store, decl, log)
+        timings = {"fetch": round(time.monotonic() - t0, 3)}
+        refs = set(inputs.values())
         first = run_builder(store, decl, PRIMARY, Path(tmp) / "primary")
         timings["build"] = round(first.seconds, 3)
-        record["builder_result"] = first.result
         logs = [f"== {PRIMARY.name} build ==\n", first.log]
+        outcome: dict[str, Any]
         if first.wheel is None:
-            record["verdict"] = "failed"
-            record["violation"] = classify_violation(first.log)
-            record["log_tail"] = _tail(first.log)
-            record["error"] = error_line(first.log)
-            record["exit_status"] = first.status
+            outcome = {"verdict": "failed", "violation": classify_violation(first.log),
+                       "log_tail": _tail(first.log), "error": error_line(first.log), "exit_status": first.status}
         else:
             wheel_digest = store.put_file(first.wheel)
             refs.add(wheel_digest)
-            record["output"] = {"filename": first.wheel.name, "sha256": wheel_digest,
-                                "size": first.wheel.stat().st_size}
             comparison = compare_wheels(store.verified_path(upstream.sha256), first.wheel)
-            record["verdict"] = comparison.verdict
-            record["comparison"] = comparison.to_json()
-            record["summary"] = comparison.summary()
+            outcome = {"verdict": comparison.verdict, "comparison": comparison.to_json(),
+                       "summary": comparison.summary(),
+                       "output": OutputWheel(first.wheel.name, wheel_digest, first.wheel.stat().st_size)}
             if comparison.verdict != "identical":
                 second = run_builder(store, decl, VARIED, Path(tmp) / "varied")
                 timings["varied_build"] = round(second.seconds, 3)
@@ -265,28 +262,28 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
                     determinism.update(deterministic=own.verdict == "identical", verdict=own.verdict,
                                        sha256=store.put_file(second.wheel), summary=own.summary())
                     refs.add(determinism["sha256"])
-                record["determinism"] = determinism
+                outcome["determinism"] = determinism
         log_digest = store.put_compressed("".join(logs).encode())
         refs.add(log_digest)
-        record["log"] = {"sha256": log_digest, "encoding": "zstd"}
-        record["timings"] = timings | {"total": round(time.monotonic() - t0, 3)}
-        record["references"] = sorted(refs)
-        digest = store.put_json(record)
-        store.set_ref(RECORD_KIND, drv.id, digest)
+        record = BuildRecord(
+            derivation_id=drv.id, derivation=drv.description(), declaration=str(decl.path),
+            name=decl.canonical_name, version=decl.version, started=started, sandbox=drv.sandbox, inputs=inputs,
+            upstream=ArtifactRef(upstream.filename, upstream.sha256), builder_result=first.result,
+            log=LogRef(log_digest), timings=timings | {"total": round(time.monotonic() - t0, 3)},
+            references=tuple(sorted(refs)), **outcome)
+        store.set_ref(RECORD_KIND, drv.id, store.put_json(encode(record)))
     return record
 
 
-def verdict_line(record: dict[str, Any]) -> str:
-    name, version = record["name"], record["version"]
-    t = record.get("timings", {}).get("total", 0)
-    if record["verdict"] == "failed":
-        why = f"sandbox violation: {record['violation']}" if record.get("violation") else \
-            f"exit status {record.get('exit_status')}"
-        error = record.get("error")
-        return f"{name} {version}: failed ({why}){': ' + error if error else ''} [{t:.1f}s]"
-    line = f"{name} {version}: {record.get('summary', record['verdict'])}"
-    det = record.get("determinism")
+def verdict_line(record: BuildRecord) -> str:
+    name, version = record.name, record.version
+    t = record.timings.get("total", 0)
+    if not record.succeeded:
+        why = f"sandbox violation: {record.violation}" if record.violation else f"exit status {record.exit_status}"
+        return f"{name} {version}: failed ({why}){': ' + record.error if record.error else ''} [{t:.1f}s]"
+    line = f"{name} {version}: {record.summary or record.verdict}"
+    det = record.determinism
     if det is not None:
         line += "; our build is " + ("deterministic" if det.get("deterministic") else
                                      f"NOT deterministic: {det.get('summary') or 'the varied build failed'}")
-    return f"{line} [{t:.1f}s, drv {record['derivation_id'][:12]}]"
+    return f"{line} [{t:.1f}s, drv {record.derivation_id[:12]}]"

@@ -9,11 +9,12 @@ is in the store. Results go into a test record (``refs/tests/<id>``) and into th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,12 @@ from packaging.utils import canonicalize_name
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.derivation import build_platform, builder_digest, canonical_json
 from pipeline.model.errors import WheelproofError
+from pipeline.model.records import TEST_KIND, LogRef, TestRecord, check_ref, decode, encode
 from pipeline.realise.fetch import fetch
-from pipeline.realise.rebuild import RECORD_KIND, Workspace, derivation, error_line, sandbox_environment
+from pipeline.realise.rebuild import RECORD_KIND, Workspace, derivation, error_line, load_record, sandbox_environment
 from pipeline.realise.sandbox import classify_violation
 from pipeline.store.local import Store
 
-TEST_KIND = "tests"
 DEFAULT_COMMAND = ("python", "-m", "pytest")
 
 
@@ -38,7 +39,8 @@ class ClosureError(WheelproofError):
     pass
 
 
-def runtime_closure(decl: Declaration, decls: dict[str, Declaration], extra: tuple[str, ...] = ()) -> list[Declaration]:
+def runtime_closure(decl: Declaration, decls: Mapping[str, Declaration],
+                    extra: tuple[str, ...] = ()) -> list[Declaration]:
     """The declarations needed to import ``decl`` (and ``extra`` requirements) on this interpreter."""
     env: dict[str, str] = dict(default_environment())  # type: ignore[arg-type]
     out: dict[str, Declaration] = {}
@@ -62,7 +64,7 @@ def runtime_closure(decl: Declaration, decls: dict[str, Declaration], extra: tup
     return sorted(out.values(), key=lambda d: d.canonical_name)
 
 
-def _find(requirement: str, decls: dict[str, Declaration], by: Declaration) -> Declaration:
+def _find(requirement: str, decls: Mapping[str, Declaration], by: Declaration) -> Declaration:
     name = canonicalize_name(Requirement(requirement).name)
     if name not in decls:
         raise ClosureError(f"{by.path}: {requirement!r} is not in the set (run `doit check`)")
@@ -99,7 +101,7 @@ class TestPlan:
         return hashlib.sha256(canonical_json(self.description())).hexdigest()
 
 
-def plan(decl: Declaration, decls: dict[str, Declaration]) -> TestPlan:
+def plan(decl: Declaration, decls: Mapping[str, Declaration]) -> TestPlan:
     if decl.test is None:
         raise WheelproofError(f"{decl.path}: no [test] table")
     closure = runtime_closure(decl, decls, decl.test.requires)
@@ -107,17 +109,20 @@ def plan(decl: Declaration, decls: dict[str, Declaration]) -> TestPlan:
     return TestPlan(decl, tuple(wheels), decl.test.source or decl.sdist)
 
 
-def load_result(store: Store, p: TestPlan) -> dict[str, Any] | None:
-    digest = store.get_ref(TEST_KIND, p.id)
-    return store.read_json(digest) if digest else None
+def load_result(store: Store, p: TestPlan) -> TestRecord | None:
+    return load_result_by_id(store, p.id)
 
 
-def outcome(result: dict[str, Any]) -> str:
-    """passed, failed (blocks the snapshot), known-failure (allowed), error or timeout."""
-    return result["outcome"]
+def load_result_by_id(store: Store, test_id: str) -> TestRecord | None:
+    """The test record of a plan, checked field by field and against the ref's name."""
+    digest = store.get_ref(TEST_KIND, test_id)
+    if digest is None:
+        return None
+    where = f"{store.root}/refs/{TEST_KIND}/{test_id}"
+    return check_ref(decode(TestRecord, store.read_json(digest), where), test_id, where)
 
 
-def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> TestRecord:
     decl, spec = p.decl, p.decl.test
     assert spec is not None
     started = time.monotonic()
@@ -150,44 +155,40 @@ def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> dict[s
     tests = int(counts.get("tests", 0))
     failed, errors, skipped = (int(counts.get(k, 0)) for k in ("failures", "errors", "skipped"))
     log_digest = store.put_compressed(text.encode())
-    record = {
-        "schema": 1, "kind": "test-record", "test_id": p.id, "plan": p.description(),
-        "derivation_id": derivation(decl).id, "name": decl.canonical_name, "version": decl.version,
-        "outcome": verdict, "known_failure": spec.known_failure,
-        "tests": tests, "passed": tests - failed - errors - skipped, "failed": failed, "errors": errors,
-        "skipped": skipped, "duration": round(time.monotonic() - started, 3),
-        "imports": result.get("imports"), "violation": classify_violation(text) if verdict != "passed" else None,
-        "error": ("no tests were collected (declare a [test] source that has them)"
-                  if result.get("exit_status") == 5 and not tests else
-                  error_line(text) if verdict in ("error", "failed", "known-failure") else None),
-        "log": {"sha256": log_digest, "encoding": "zstd"}, "references": [log_digest],
-    }
+    record = TestRecord(
+        test_id=p.id, plan=p.description(), derivation_id=derivation(decl).id, name=decl.canonical_name,
+        version=decl.version, outcome=verdict, known_failure=spec.known_failure,
+        tests=tests, passed=tests - failed - errors - skipped, failed=failed, errors=errors,
+        skipped=skipped, duration=round(time.monotonic() - started, 3),
+        imports=result.get("imports"), violation=classify_violation(text) if verdict != "passed" else None,
+        error=("no tests were collected (declare a [test] source that has them)"
+               if result.get("exit_status") == 5 and not tests else
+               error_line(text) if verdict in ("error", "failed", "known-failure") else None),
+        log=LogRef(log_digest), references=(log_digest,),
+    )
     with store.shared():
-        store.set_ref(TEST_KIND, p.id, store.put_json(record))
+        store.set_ref(TEST_KIND, p.id, store.put_json(encode(record)))
         _attach_to_build_record(store, decl, record)
     return record
 
 
-def _attach_to_build_record(store: Store, decl: Declaration, test_record: dict[str, Any]) -> None:
+def _attach_to_build_record(store: Store, decl: Declaration, test_record: TestRecord) -> None:
     drv = derivation(decl).id
-    digest = store.get_ref(RECORD_KIND, drv)
-    if digest is None:
+    build_record = load_record(store, drv)
+    if build_record is None:
         return
-    build_record = store.read_json(digest)
-    summary = {k: test_record[k] for k in ("test_id", "outcome", "tests", "passed", "failed", "errors",
-                                            "skipped", "duration")}
-    build_record["tests"] = summary
-    build_record["references"] = sorted(set(build_record["references"]) | {test_record["log"]["sha256"]})
-    store.set_ref(RECORD_KIND, drv, store.put_json(build_record))
+    updated = dataclasses.replace(build_record, tests=test_record.summary(),
+                                  references=tuple(sorted(set(build_record.references) | {test_record.log.sha256})))
+    store.set_ref(RECORD_KIND, drv, store.put_json(encode(updated)))
 
 
-def summary_line(r: dict[str, Any]) -> str:
-    line = (f"{r['name']} {r['version']}: tests {r['outcome']}: {r['passed']} passed, {r['failed']} failed, "
-            f"{r['errors']} errors, {r['skipped']} skipped of {r['tests']} [{r['duration']:.1f}s]")
-    if r.get("violation"):
-        line += f"; sandbox violation: {r['violation']}"
-    if r["outcome"] == "known-failure":
-        line += f"; known: {r['known_failure']}"
-    elif r.get("error") and r["outcome"] != "passed":
-        line += f"; {r['error']}"
+def summary_line(r: TestRecord) -> str:
+    line = (f"{r.name} {r.version}: tests {r.outcome}: {r.passed} passed, {r.failed} failed, "
+            f"{r.errors} errors, {r.skipped} skipped of {r.tests} [{r.duration:.1f}s]")
+    if r.violation:
+        line += f"; sandbox violation: {r.violation}"
+    if r.outcome == "known-failure":
+        line += f"; known: {r.known_failure}"
+    elif r.error and r.outcome != "passed":
+        line += f"; {r.error}"
     return line

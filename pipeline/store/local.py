@@ -34,11 +34,23 @@ from typing import IO, Any
 import zstandard
 
 from pipeline.model.errors import IntegrityError, StoreError
+from pipeline.model.records import (
+    BUILD_KIND,
+    SNAPSHOT_KIND,
+    TEST_KIND,
+    BuildRecord,
+    SnapshotRecord,
+    TestRecord,
+    check_ref,
+    decode,
+)
 
 STORE_ENV = "WHEELPROOF_STORE"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_RECORD_TYPES: dict[str, type[BuildRecord] | type[TestRecord] | type[SnapshotRecord]] = {
+    BUILD_KIND: BuildRecord, TEST_KIND: TestRecord, SNAPSHOT_KIND: SnapshotRecord}
 _REF_NAME = re.compile(r"^[A-Za-z0-9._@+-][A-Za-z0-9._@+=-]*$")
 
 
@@ -293,7 +305,20 @@ class Store:
                 problems.append(FsckProblem(self.refs / kind / name, "malformed ref"))
             elif not self.has(digest):
                 problems.append(FsckProblem(self.refs / kind / name, f"points at missing object {digest}"))
+            elif kind in _RECORD_TYPES:
+                problem = self._record_problem(kind, name, digest)
+                if problem:
+                    problems.append(FsckProblem(self.refs / kind / name, problem))
         return problems
+
+    def _record_problem(self, kind: str, name: str, digest: str) -> str | None:
+        """Why the record behind ``refs/<kind>/<name>`` is malformed or another id's, if it is."""
+        where = f"refs/{kind}/{name}"
+        try:
+            check_ref(decode(_RECORD_TYPES[kind], self.read_json(digest), where), name, where)
+        except (IntegrityError, ValueError, zstandard.ZstdError) as e:
+            return f"bad record: {e}"
+        return None
 
     def reachable(self, extra_roots: Iterable[str] = ()) -> set[str]:
         """Digests reachable from refs and ``extra_roots``; JSON documents list theirs in ``references``."""
