@@ -39,6 +39,7 @@ from pathlib import Path
 import zstandard
 from packaging.utils import canonicalize_name
 
+from pipeline.export.ipfs.unixfs import Tree
 from pipeline.model.declaration import DECLARATIONS_DIR
 from pipeline.model.errors import WheelproofError
 
@@ -172,9 +173,9 @@ def _fix_zip_times(path: Path) -> None:
 def convert(wheel: ChannelWheel, names: NameMap, work: Path) -> CondaPackage:
     """One pure wheel → one reproducible ``noarch: python`` ``.conda`` (whl2conda + conda-package-handling)."""
     from conda_package_handling.conda_fmt import CondaFormat_v2
+    from wheel.wheelfile import WheelError
     from whl2conda.api.converter import DependencyRename, Wheel2CondaConverter, Wheel2CondaError
     from whl2conda.impl.pyproject import CondaPackageFormat
-    from wheel.wheelfile import WheelError
 
     if not _is_pure(wheel.filename):
         raise CondaError(f"{wheel.filename}: not a pure wheel; only noarch packages are made")
@@ -233,7 +234,7 @@ def _repodata(noarch: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def channel(wheels: list[ChannelWheel], names: NameMap | None = None,
-            log: Callable[[str], None] = lambda m: None) -> dict[str, dict[str, bytes]]:
+            log: Callable[[str], None] = lambda m: None) -> Tree:
     """The ``conda/`` subtree: ``noarch/<pkg>.conda`` for every pure wheel, repodata.json(.zst).
 
     Every dependency must map into the channel; a name that is not a conda name is refused before
@@ -251,4 +252,5 @@ def channel(wheels: list[ChannelWheel], names: NameMap | None = None,
                 raise CondaError(f"{w.filename}: two wheels make the conda package {pkg.filename}")
             noarch[pkg.filename] = pkg.data
     log(f"conda: {len(noarch)} noarch packages of {len(wheels)} wheels")
-    return {"noarch": {**noarch, **_repodata(noarch)}}
+    subdir: Tree = {**noarch, **_repodata(noarch)}
+    return {"noarch": subdir}

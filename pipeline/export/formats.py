@@ -45,7 +45,8 @@ def subtrees(environments: Iterable[Environment], gateway: str | None = None,
     def hook(tree: Tree, published: list[PublishedWheel]) -> Tree:
         simple = tree["simple"]
         assert isinstance(simple, dict)
-        channel_wheels, available = [], {}
+        channel_wheels: list[conda.ChannelWheel] = []
+        available: dict[str, list[pylock.LockableWheel]] = {}
         for w in published:
             project_dir = simple[w.project]
             assert isinstance(project_dir, dict)

@@ -44,7 +44,7 @@ class LockableWheel:
     version: str
     filename: str
     sha256: str
-    size: int
+    size: int | None
     requires_python: str | None
     requires_dist: tuple[str, ...]
     url: str

@@ -224,7 +224,8 @@ def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snaps
 def publish(store: Store, decls: dict[str, Declaration], records: dict[str, dict[str, Any]],
             metadata_for: Callable[[Declaration, Artifact], bytes],
             log: Callable[[str], None] = print,
-            subtrees: Callable[[Tree, list[PublishedWheel]], Tree] | None = None) -> tuple[Snapshot, list[PublishedWheel]]:
+            subtrees: Callable[[Tree, list[PublishedWheel]], Tree] | None = None
+            ) -> tuple[Snapshot, list[PublishedWheel]]:
     """Policy, tree and DAG in one step: what ``doit snapshot`` does once builds and checks pass.
 
     ``subtrees`` (the other formats, :mod:`pipeline.export.formats`) adds top-level subtrees to the

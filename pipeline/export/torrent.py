@@ -27,8 +27,8 @@ from pipeline.export.ipfs.multiformats import CID
 from pipeline.model.errors import WheelproofError
 from pipeline.store.local import Store
 
-__all__ = ["PIECE_LENGTH", "CREATOR", "TorrentError", "TorrentInfo", "make", "read", "release_field", "release_field_beside",
-           "torrent_path", "unpack", "write"]
+__all__ = ["PIECE_LENGTH", "CREATOR", "TorrentError", "TorrentInfo", "make", "read", "release_field",
+           "release_field_beside", "torrent_path", "unpack", "write"]
 
 PIECE_LENGTH = 256 * 1024
 CREATOR = "wheelproof"
@@ -95,7 +95,7 @@ def read(data: bytes) -> TorrentInfo:
     import libtorrent as lt
 
     try:
-        ti = lt.torrent_info(lt.bdecode(data))
+        ti = lt.torrent_info(data)
     except (RuntimeError, TypeError) as e:
         raise TorrentError(f"not a torrent: {e}") from e
     hashes = ti.info_hashes()
