@@ -51,7 +51,7 @@ EPOCH = 946684800  # 2000-01-01T00:00:00Z: every timestamp in the channel (zip c
 # conda's package-name rule (conda-build's `MatchSpec` names, lower-case here) and a version constraint
 _CONDA_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,127}")
 _CONDA_VERSION_SPEC = re.compile(r"[0-9A-Za-z.*,<>=!~+_|-]{1,200}")
-_ZSTD_LEVEL = 16
+_ZSTD_LEVEL = 10  # conda-build uses 16-19; 10 keeps `doit snapshot` quick at a few % in size
 
 
 class CondaError(WheelproofError):

@@ -32,7 +32,7 @@ from packaging.version import InvalidVersion, Version
 from pipeline.model.errors import DeclarationError, Problem
 
 SCHEMA = 1
-NON_DECLARATIONS = {"environments.toml"}  # reviewed data beside the shards that is not a project
+NON_DECLARATIONS = {"environments.toml", "conda-names.toml"}  # reviewed data beside the shards that is not a project
 DECLARATIONS_ENV = "WHEELPROOF_DECLARATIONS"
 DECLARATIONS_DIR = Path(os.environ.get(DECLARATIONS_ENV) or Path(__file__).resolve().parents[2] / "declarations")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
