@@ -170,6 +170,12 @@ def _diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lock(args: argparse.Namespace) -> int:
+    from pipeline.cli import tasks
+
+    return 0 if tasks.lock(args.names, args.environment, args.output, args.snapshot, args.gateway) else 1
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "declare": (_declare, "write declarations/<xx>/<name>.toml for NAME==VERSION from the index"),
     "build": (_build, "build declarations by name (what `doit build:NAME` runs)"),
@@ -183,6 +189,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "validate": (_validate, "load every declaration and report every problem"),
     "fsck": (_fsck, "verify every object in the store"),
     "gc": (_gc, "delete store objects no declaration, build record or snapshot references"),
+    "lock": (_lock, "write a PEP 751 pylock.toml for NAME... and their closure from one snapshot"),
 }
 
 
@@ -219,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--json", action="store_true")
         elif name == "check":
             p.add_argument("--json", action="store_true")
+        elif name == "lock":
+            p.add_argument("names", nargs="+", metavar="NAME")
+            p.add_argument("--environment", help="a supported environment (default: this machine's)")
+            p.add_argument("-o", "--output", default="pylock.toml")
+            p.add_argument("--snapshot", help="root CID (default: the latest snapshot)")
+            p.add_argument("--gateway", help="gateway URL (default $WHEELPROOF_GATEWAY_URL or http://127.0.0.1:8080)")
     args = parser.parse_args(argv)
     if getattr(args, "index_url", "x") is None:
         from pipeline.realise.index import DEFAULT_INDEX

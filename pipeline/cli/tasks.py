@@ -158,7 +158,9 @@ def gc(dry_run: bool = False) -> list[str]:
 
 def snapshot(host: str = "127.0.0.1", port: int = 8080) -> bool:
     """Publish the checked, built set as one UnixFS DAG, a CAR, and a root in the store."""
+    from pipeline.export import formats, torrent
     from pipeline.export import snapshot as snapshots
+    from pipeline.model import environments
 
     decls, recs, s = declarations(), records(), store()
     counts = verdict_counts(recs)
@@ -166,10 +168,16 @@ def snapshot(host: str = "127.0.0.1", port: int = 8080) -> bool:
           f" (of {len(decls)})", flush=True)
     try:
         snap, _ = snapshots.publish(s, decls, recs, lambda d, w: wheel_facts(d, w).metadata or b"",
-                                    log=lambda m: print(m, flush=True))
+                                    log=lambda m: print(m, flush=True), subtrees=formats.subtrees(
+                                        environments.load(environments.ENVIRONMENTS_FILE),
+                                        log=lambda m: print(m, flush=True)))
+        torrent_path, info = torrent.write(s, snap.root, formats.gateway_url())
     except snapshots.SnapshotRefused as e:
         for reason in e.reasons:
             print(f"snapshot: refused: {reason}", file=sys.stderr)
+        return False
+    except WheelproofError as e:
+        print(f"snapshot: {e}", file=sys.stderr)
         return False
     url = f"http://{host}:{port}/ipfs/{snap.root}"
     print(f"""snapshot: root CID {snap.root}
@@ -178,7 +186,10 @@ def snapshot(host: str = "127.0.0.1", port: int = 8080) -> bool:
   serve    .venv/bin/doit serve   (or: python -m pipeline serve --host {host} --port {port})
   install  pip install --index-url {url}/simple/ NAME
            uv pip install --index-url {url}/simple/ NAME
-  status   {url}/""", flush=True)
+  status   {url}/
+  torrent  {torrent_path} (v1 {info.info_hash_v1}, v2 {info.info_hash_v2})
+  conda    {url}/conda/   (conda/noarch/repodata.json)
+  locks    {url}/locks/   (pylock.<environment>.toml)""", flush=True)
     return True
 
 
@@ -240,6 +251,7 @@ def publish(secret_key: str = "") -> bool:
     import os
     from pathlib import Path
 
+    from pipeline.export import torrent
     from pipeline.export.ipfs.gateway import DagReader
     from pipeline.export.ipfs.multiformats import CID
     from pipeline.trust import release, signing
@@ -264,6 +276,9 @@ def publish(secret_key: str = "") -> bool:
     sde = os.environ.get("SOURCE_DATE_EPOCH")
     now = dt.datetime.fromtimestamp(int(sde), dt.UTC) if sde else dt.datetime.now(dt.UTC)
     rel = release.Releases.default(s)
+    if not torrent.torrent_path(s, root).is_file():
+        print(f"publish: no torrent for {root} (run `doit snapshot`)", file=sys.stderr)
+        return False
     try:
         key = signing.load_secret_key(key_path)
         path, manifest = rel.publish(key, root, s.root / "cars" / f"{root}.car", published, counts,
@@ -280,4 +295,52 @@ def publish(secret_key: str = "") -> bool:
   feed       {rel.root / 'feed.atom'}
   verify     minisign -Vm {path} -p {rel.root / 'wheelproof.pub'}
              python -m pipeline verify-release {path}""", flush=True)
+    return True
+
+
+def lock(names: list[str], environment: str | None, output: str, snapshot: str | None = None,
+         gateway: str | None = None) -> bool:
+    """``python -m pipeline lock``: a PEP 751 lock of NAME... from one snapshot, for one environment."""
+    from pathlib import Path
+
+    from packaging.markers import default_environment
+
+    from pipeline.export import formats, pylock
+    from pipeline.export.ipfs.multiformats import CID, CIDError
+    from pipeline.model import environments
+    from pipeline.model.records import SNAPSHOT_KIND
+
+    s = store()
+    try:
+        envs = environments.load(environments.ENVIRONMENTS_FILE)
+        if environment is None:
+            here = default_environment()
+            matches = [e for e in envs if all(e.markers[k] == here[k]  # type: ignore[literal-required]
+                                              for k in ("python_version", "sys_platform", "platform_machine"))]
+            if not matches:
+                raise pylock.LockError("this machine is no supported environment: give --environment")
+            env = matches[0]
+        else:
+            env = pylock.environment_named(environment, envs)
+        out = pylock.lock_filename(Path(output))
+        if snapshot is None:
+            latest = latest_snapshot()
+            if latest is None:
+                raise pylock.LockError("no snapshot yet (run `doit snapshot`) and no --snapshot given")
+            snapshot = latest.root
+        try:
+            root = CID.parse(snapshot)
+        except CIDError as e:
+            raise pylock.LockError(f"--snapshot {snapshot!r}: {e}") from e
+        if s.get_ref(SNAPSHOT_KIND, str(root)) is None:
+            raise pylock.LockError(f"--snapshot {root} is not a snapshot in {s.root}")
+        text = pylock.lock(formats.snapshot_wheels(s, root, gateway), names, env)
+    except WheelproofError as e:
+        print(f"lock: {e}", file=sys.stderr)
+        return False
+    from pipeline.store.local import atomic_write
+
+    atomic_write(out, text.encode())
+    count = text.count("[[packages]]")
+    print(f"lock: {out} for {env.name} from snapshot {root}: {count} packages")
     return True

@@ -223,9 +223,19 @@ def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snaps
 
 def publish(store: Store, decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
             metadata_for: Callable[[Declaration, Artifact], bytes],
-            log: Callable[[str], None] = print) -> tuple[Snapshot, list[PublishedWheel]]:
-    """Policy, tree and DAG in one step: what ``doit snapshot`` does once builds and checks pass."""
+            log: Callable[[str], None] = print,
+            subtrees: Callable[[Tree, list[PublishedWheel]], Tree] | None = None
+            ) -> tuple[Snapshot, list[PublishedWheel]]:
+    """Policy, tree and DAG in one step: what ``doit snapshot`` does once builds and checks pass.
+
+    ``subtrees`` (the other formats, :mod:`pipeline.export.formats`) adds top-level subtrees to the
+    rendered tree; it may not replace one."""
     published = select(decls, records, metadata_for, lambda w: store.read_bytes(w.sha256))
     log(f"snapshot: importing {len(published)} wheels of {len(decls)} projects")
     tree = render(published, lambda a: store.verified_path(a.sha256), lambda w: store.read_bytes(w.metadata_sha256))
+    if subtrees is not None:
+        extra = subtrees(tree, published)
+        if clash := sorted(set(extra) & set(tree)):
+            raise ValueError(f"snapshot subtrees would replace {clash}")
+        tree.update(extra)
     return build(store, tree, log), published

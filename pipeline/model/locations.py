@@ -10,5 +10,6 @@ __all__ = ["DECLARATIONS_ENV", "DECLARATIONS_DIR", "NON_DECLARATIONS", "BUILDERS
 _REPO = Path(__file__).resolve().parents[2]
 DECLARATIONS_ENV = "WHEELPROOF_DECLARATIONS"
 DECLARATIONS_DIR = Path(os.environ.get(DECLARATIONS_ENV) or _REPO / "declarations")
-NON_DECLARATIONS = frozenset({"environments.toml"})  # reviewed data beside the shards that is not a project
+# reviewed data beside the shards that is not a project
+NON_DECLARATIONS = frozenset({"environments.toml", "conda-names.toml"})
 BUILDERS_DIR = _REPO / "builders"

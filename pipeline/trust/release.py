@@ -32,6 +32,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from pipeline.export import torrent
 from pipeline.export.ipfs import car, dagpb
 from pipeline.export.ipfs.multiformats import CID, DAG_PB
 from pipeline.model.errors import WheelproofError
@@ -173,6 +174,7 @@ class Releases:
             "sequence": (previous["sequence"] + 1) if previous else 1,
             "root": str(root),
             "car": {"filename": car_path.name, "sha256": car_sha, "size": car_size},
+            "torrent": torrent.release_field_beside(car_path),
             "previous": {"root": previous["root"], "sequence": previous["sequence"],
                          "manifest_sha256": hashlib.sha256(previous_path.read_bytes()).hexdigest()}
             if previous and previous_path else None,

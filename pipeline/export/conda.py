@@ -1,0 +1,256 @@
+"""A conda channel of the snapshot's pure wheels: ``conda/noarch/`` with one ``noarch: python`` package each.
+
+Formats: the ``.conda`` package format (v2: a stored zip of ``metadata.json``, ``pkg-<id>.tar.zst`` and
+``info-<id>.tar.zst``; https://docs.conda.io/projects/conda/en/latest/user-guide/concepts/packages.html)
+and the channel's ``repodata.json`` (+ ``repodata.json.zst``,
+https://docs.conda.io/projects/conda-build/en/latest/concepts/generating-index.html). None of them is
+written by hand: ``whl2conda`` turns each wheel into a conda package tree (site-packages/, info/index.json,
+paths.json, link.json with ``noarch: python`` and the entry points), ``conda-package-handling`` packs the
+tree into a ``.conda``, and ``py-rattler``'s indexer writes the repodata.
+
+Reproducible (the snapshot is content-addressed): whl2conda's ``timestamp`` and every mtime are fixed at
+:data:`EPOCH`, file modes are normalised (0644, or 0755 when executable), the tar members are sorted,
+zstd runs single-threaded, and the zip entries' times (which ``zipfile`` takes from the clock) are reset
+to :data:`EPOCH` with the standard library. The PyPI→conda name table is whl2conda's packaged
+conda-forge table, never a per-user cached copy, overridden by ``declarations/conda-names.toml``.
+
+Dependencies: a Requires-Dist with an environment marker is left out (one ``noarch`` package serves
+every platform; whl2conda's documented behaviour), extras are dropped (conda cannot express them), and
+every remaining conda dependency must be a package of this channel or ``python``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+import tomllib
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+from packaging.utils import canonicalize_name
+
+from pipeline.export.ipfs.unixfs import Tree
+from pipeline.model.declaration import DECLARATIONS_DIR
+from pipeline.model.errors import WheelproofError
+
+__all__ = ["CONDA_NAMES_FILE", "EPOCH", "CondaError", "CondaPackage", "NameMap", "ChannelWheel", "channel",
+           "convert", "load_names", "validate_depends"]
+
+CONDA_NAMES_FILE = DECLARATIONS_DIR / "conda-names.toml"
+EPOCH = 946684800  # 2000-01-01T00:00:00Z: every timestamp in the channel (zip cannot say 1970)
+# conda's package-name rule (conda-build's `MatchSpec` names, lower-case here) and a version constraint
+_CONDA_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,127}")
+_CONDA_VERSION_SPEC = re.compile(r"[0-9A-Za-z.*,<>=!~+_|-]{1,200}")
+_ZSTD_LEVEL = 10  # conda-build uses 16-19; 10 keeps `doit snapshot` quick at a few % in size
+
+
+class CondaError(WheelproofError):
+    """A wheel that cannot become a channel package, or a bad name mapping."""
+
+
+@dataclass(frozen=True)
+class NameMap:
+    """PyPI name → conda name: the reviewed overrides first, then whl2conda's conda-forge table."""
+
+    overrides: dict[str, str]
+    standard: dict[str, str]
+    source: Path | None = None
+
+    def conda_name(self, pypi: str) -> str:
+        key = canonicalize_name(pypi)
+        name = self.overrides.get(key) or self.standard.get(key) or key
+        if not _CONDA_NAME.fullmatch(name):
+            where = f"{self.source}: [names] {key}" if key in self.overrides else f"the name {pypi!r}"
+            raise CondaError(f"{where}: {name!r} is not a conda package name (want {_CONDA_NAME.pattern})")
+        return name
+
+
+def load_names(path: Path = CONDA_NAMES_FILE) -> NameMap:
+    """The overridable mapping: ``[names]`` in ``declarations/conda-names.toml`` (absent file: no overrides)."""
+    standard_doc = json.loads(importlib.resources.files("whl2conda.api").joinpath("stdrename.json").read_text())
+    standard = {k: v for k, v in standard_doc.items() if not k.startswith("$") and isinstance(v, str)}
+    overrides: dict[str, str] = {}
+    if path.is_file():
+        try:
+            doc = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise CondaError(f"{path}: {e}") from e
+        table = doc.get("names", {})
+        if not isinstance(table, dict):
+            raise CondaError(f"{path}: [names] must be a table of PyPI name = conda name")
+        for key, value in table.items():
+            if not isinstance(value, str) or not _CONDA_NAME.fullmatch(value):
+                raise CondaError(f"{path}: [names] {key}: {value!r} is not a conda package name "
+                                 f"(want {_CONDA_NAME.pattern})")
+            overrides[canonicalize_name(key)] = value
+    return NameMap(overrides, standard, path)
+
+
+def validate_depends(depends: Iterable[str], known: set[str], where: str) -> list[str]:
+    """Every dependency is ``name[ constraint]`` with a conda name of this channel (or python)."""
+    out = []
+    for dep in depends:
+        name, _, spec = dep.partition(" ")
+        if not _CONDA_NAME.fullmatch(name) or (spec and not _CONDA_VERSION_SPEC.fullmatch(spec)):
+            raise CondaError(f"{where}: dependency {dep!r} is not a plain conda dependency")
+        if name != "python" and name not in known:
+            raise CondaError(f"{where}: dependency {name!r} is not a package of this channel")
+        out.append(dep)
+    return out
+
+
+@dataclass(frozen=True)
+class ChannelWheel:
+    project: str
+    version: str
+    filename: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class CondaPackage:
+    project: str           # the PyPI project
+    name: str              # the conda package name
+    filename: str          # noarch/<filename>
+    data: bytes
+    depends: tuple[str, ...]
+
+
+def _is_pure(filename: str) -> bool:
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    if "/" in filename or "\\" in filename or filename.startswith("."):
+        raise CondaError(f"{filename!r}: a wheel file name may not name a path")
+    try:
+        tags = parse_wheel_filename(filename)[3]
+    except InvalidWheelFilename as e:
+        raise CondaError(f"{filename!r}: {e}") from e
+    return all(t.platform == "any" and t.abi == "none" for t in tags)
+
+
+def _normalise_tree(root: Path) -> list[str]:
+    """Fixed mtimes and modes; the files to pack, sorted (info/ last is cph's own split)."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                raise CondaError(f"{p.relative_to(root)}: symbolic links are not packed")
+            executable = p.stat().st_mode & stat.S_IXUSR
+            p.chmod(0o755 if executable else 0o644)
+            os.utime(p, (EPOCH, EPOCH))
+            files.append(p.relative_to(root).as_posix())
+    return sorted(files)
+
+
+def _fix_zip_times(path: Path) -> None:
+    """Reset every zip entry's time to EPOCH (``zipfile`` stamps entries with the clock)."""
+    import time
+
+    when = time.gmtime(EPOCH)[:6]
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            fixed = zipfile.ZipInfo(info.filename, date_time=when)
+            fixed.compress_type = zipfile.ZIP_STORED
+            fixed.external_attr = 0o644 << 16
+            with src.open(info) as r, dst.open(fixed, "w", force_zip64=True) as w:
+                shutil.copyfileobj(r, w, 1 << 20)
+    os.replace(tmp, path)
+
+
+def convert(wheel: ChannelWheel, names: NameMap, work: Path) -> CondaPackage:
+    """One pure wheel → one reproducible ``noarch: python`` ``.conda`` (whl2conda + conda-package-handling)."""
+    from conda_package_handling.conda_fmt import CondaFormat_v2
+    from wheel.wheelfile import WheelError
+    from whl2conda.api.converter import DependencyRename, Wheel2CondaConverter, Wheel2CondaError
+    from whl2conda.impl.pyproject import CondaPackageFormat
+
+    if not _is_pure(wheel.filename):
+        raise CondaError(f"{wheel.filename}: not a pure wheel; only noarch packages are made")
+    name = names.conda_name(wheel.project)
+    out = work / "tree"
+    out.mkdir(parents=True)
+    named = work / wheel.filename  # whl2conda reads the tags from the file name
+    shutil.copyfile(wheel.path, named)
+    converter = Wheel2CondaConverter(named, out)
+    converter.std_renames = dict(names.standard)  # the packaged table, never a per-user cache
+    converter.dependency_rename = [DependencyRename.from_strings(re.escape(k), v) for k, v in
+                                   sorted(names.overrides.items())]
+    converter.package_name = name
+    converter.out_format = CondaPackageFormat.TREE
+    converter.build_number = 0
+    converter.logger = logging.getLogger("wheelproof.conda")
+    try:
+        tree = converter.convert()
+    except (Wheel2CondaError, WheelError, ValueError, OSError) as e:
+        raise CondaError(f"{wheel.filename}: whl2conda: {e}") from e
+    tree = out / tree.name
+    index_path = tree / "info" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["timestamp"] = EPOCH * 1000
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
+    files = _normalise_tree(tree)
+    filename = f"{name}-{index['version']}-{index['build']}.conda"
+    packed = work / filename
+    CondaFormat_v2.create(str(tree), files, filename, str(work), compression_level=_ZSTD_LEVEL,
+                          compression_threads=1)
+    _fix_zip_times(packed)
+    return CondaPackage(wheel.project, name, filename, packed.read_bytes(), tuple(index["depends"]))
+
+
+def _repodata(noarch: dict[str, bytes]) -> dict[str, bytes]:
+    """py-rattler's indexer over a scratch channel holding ``noarch/``: repodata.json and .zst."""
+    from rattler.index import index_fs
+
+    with tempfile.TemporaryDirectory(prefix="wheelproof-channel-") as tmp:
+        sub = Path(tmp) / "noarch"
+        sub.mkdir()
+        for filename, data in noarch.items():
+            (sub / filename).write_bytes(data)
+        asyncio.run(index_fs(Path(tmp), write_zst=True, write_shards=False, force=True, max_parallel=2))
+        for name in ("repodata.json", "repodata.json.zst"):
+            if not (sub / name).is_file():
+                raise CondaError(f"the indexer wrote no noarch/{name}")
+        doc = json.loads((sub / "repodata.json").read_bytes())
+    # the indexer stamps each record with the clock: pin it, as every other timestamp here
+    for group in ("packages", "packages.conda"):
+        for record in doc.get(group, {}).values():
+            if "indexed_timestamp" in record:
+                record["indexed_timestamp"] = EPOCH * 1000
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return {"repodata.json": data, "repodata.json.zst": zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data)}
+
+
+def channel(wheels: list[ChannelWheel], names: NameMap | None = None,
+            log: Callable[[str], None] = lambda m: None) -> Tree:
+    """The ``conda/`` subtree: ``noarch/<pkg>.conda`` for every pure wheel, repodata.json(.zst).
+
+    Every dependency must map into the channel; a name that is not a conda name is refused before
+    anything is packed (it could otherwise escape ``noarch/`` or forge a repodata key).
+    """
+    names = names or load_names()
+    pure = [w for w in sorted(wheels, key=lambda w: w.filename) if _is_pure(w.filename)]
+    known = {names.conda_name(w.project) for w in pure}
+    noarch: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="wheelproof-conda-") as tmp:
+        for i, w in enumerate(pure):
+            pkg = convert(w, names, Path(tmp) / str(i))
+            validate_depends(pkg.depends, known, f"{w.filename} (conda package {pkg.name})")
+            if pkg.filename in noarch:
+                raise CondaError(f"{w.filename}: two wheels make the conda package {pkg.filename}")
+            noarch[pkg.filename] = pkg.data
+    log(f"conda: {len(noarch)} noarch packages of {len(wheels)} wheels")
+    subdir: Tree = {**noarch, **_repodata(noarch)}
+    return {"noarch": subdir}

@@ -1,0 +1,149 @@
+"""A BitTorrent torrent of a snapshot: BEP 52 (v2) hybrid with BEP 3 (v1), made by libtorrent.
+
+The torrent's name is the snapshot's root CID and its files are the snapshot's tree, so a client
+that downloads it into a directory gets ``<dir>/<root CID>/…``, the same paths the gateway serves
+under ``/ipfs/<root CID>/…``. That is also why one BEP 19 web seed, ``<gateway>/ipfs/``, serves
+every piece (a web seed's file URL is the seed URL + torrent name + path). Hybrid: v1 clients use the
+SHA-1 pieces (libtorrent pads files to piece boundaries, BEP 47), v2 clients the per-file SHA-256
+Merkle trees (``pieces root``). BEP 30 is superseded by BEP 52 and not used.
+
+Reproducible: a fixed piece length, no creation date, a fixed creator, canonical (sorted) files;
+the same snapshot and gateway give the same ``.torrent`` bytes and info-hashes. The file is kept
+beside the CAR, ``<store>/cars/<root CID>.torrent``; :func:`release_field` is what a release
+manifest records (both info-hashes, every file's pieces root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.export.ipfs.gateway import DagReader
+from pipeline.export.ipfs.multiformats import CID
+from pipeline.model.errors import WheelproofError
+from pipeline.store.local import Store
+
+__all__ = ["PIECE_LENGTH", "CREATOR", "TorrentError", "TorrentInfo", "make", "read", "release_field",
+           "release_field_beside", "torrent_path", "unpack", "write"]
+
+PIECE_LENGTH = 256 * 1024
+CREATOR = "wheelproof"
+
+
+class TorrentError(WheelproofError):
+    pass
+
+
+@dataclass(frozen=True)
+class TorrentInfo:
+    name: str
+    info_hash_v1: str
+    info_hash_v2: str
+    piece_length: int
+    total_size: int
+    web_seeds: tuple[str, ...]
+    pieces_roots: dict[str, str]  # path inside the snapshot → BEP 52 pieces root (hex)
+
+
+def torrent_path(store: Store, root: CID) -> Path:
+    return store.root / "cars" / f"{root}.torrent"
+
+
+def unpack(store: Store, root: CID, dest: Path) -> Path:
+    """Write the snapshot's files under ``dest/<root CID>/`` (every block verified as it is read)."""
+    reader = DagReader(store)
+    top = dest / str(root)
+
+    def walk(cid: CID, here: Path) -> None:
+        node = reader.node(cid)
+        if node.is_dir:
+            here.mkdir(parents=True, exist_ok=True)
+            for name, link in reader.entries(node):
+                if not name or "/" in name or name in (".", ".."):
+                    raise TorrentError(f"{cid}: a directory entry named {name!r} would leave the snapshot")
+                walk(link.cid, here / name)
+            return
+        with open(here, "wb") as f:
+            for chunk in reader.read(node, 0, reader.size(node)):
+                f.write(chunk)
+
+    walk(root, top)
+    return top
+
+
+def make(directory: Path, web_seed: str) -> bytes:
+    """The hybrid v1+v2 torrent of ``directory`` (its name is the directory's name)."""
+    import libtorrent as lt
+
+    fs = lt.file_storage()
+    lt.add_files(fs, str(directory))
+    if fs.num_files() == 0:
+        raise TorrentError(f"{directory}: nothing to put in a torrent")
+    ct = lt.create_torrent(fs, PIECE_LENGTH, flags=lt.create_torrent.canonical_files)
+    ct.set_creator(CREATOR)
+    ct.set_creation_date(0)
+    ct.add_url_seed(web_seed)
+    lt.set_piece_hashes(ct, str(directory.parent))
+    return bytes(lt.bencode(ct.generate()))
+
+
+def read(data: bytes) -> TorrentInfo:
+    import libtorrent as lt
+
+    try:
+        ti = lt.torrent_info(data)
+    except (RuntimeError, TypeError) as e:
+        raise TorrentError(f"not a torrent: {e}") from e
+    hashes = ti.info_hashes()
+    if not hashes.has_v1() or not hashes.has_v2():
+        raise TorrentError(f"{ti.name()}: not a hybrid v1+v2 torrent")
+    files = ti.files()
+    roots = {}
+    for i in range(files.num_files()):
+        if files.file_flags(i) & lt.file_storage.flag_pad_file:
+            continue
+        path = files.file_path(i)
+        inner = path.split(os.sep, 1)[1] if os.sep in path else path
+        roots[inner] = files.root(i).to_bytes().hex()
+    return TorrentInfo(ti.name(), str(hashes.v1), hashes.v2.to_bytes().hex(), ti.piece_length(), ti.total_size(),
+                       tuple(w["url"] for w in ti.web_seeds()), dict(sorted(roots.items())))
+
+
+def write(store: Store, root: CID, gateway: str) -> tuple[Path, TorrentInfo]:
+    """Make ``<store>/cars/<root>.torrent`` from the snapshot in the store (atomic write)."""
+    with tempfile.TemporaryDirectory(prefix="torrent-", dir=store.tmp) as tmp:
+        top = unpack(store, root, Path(tmp))
+        data = make(top, gateway.rstrip("/") + "/ipfs/")
+    path = torrent_path(store, root)
+    path.parent.mkdir(exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix="torrent-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_name, path)
+    return path, read(data)
+
+
+def release_field_beside(car_path: Path) -> dict[str, Any] | None:
+    """The manifest's ``torrent`` field for the snapshot whose CAR is ``car_path`` (None: no torrent made;
+    ``doit publish`` refuses that case before signing)."""
+    path = car_path.with_suffix(".torrent")
+    return release_field(path) if path.exists() else None
+
+
+def release_field(path: Path) -> dict[str, Any]:
+    """What a release manifest records about the snapshot's torrent."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TorrentError(f"{path}: no torrent for this snapshot (run `doit snapshot`): {e}") from e
+    info = read(data)
+    return {"filename": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+            "info_hash_v1": info.info_hash_v1, "info_hash_v2": info.info_hash_v2,
+            "piece_length": info.piece_length, "web_seeds": list(info.web_seeds),
+            "pieces_roots": info.pieces_roots}

@@ -1,0 +1,95 @@
+"""Hostile inputs to the other formats: names that would leave the conda channel or forge repodata,
+and lock requests for an unknown environment or a name not in the snapshot. Each is refused with a
+clear message and a non-zero exit, and nothing is written."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pipeline.export import conda, pylock
+from pipeline.export.conda import ChannelWheel, CondaError, NameMap, load_names, validate_depends
+from pipeline.export.ipfs.multiformats import CID, RAW
+from pipeline.model import environments
+
+from ..test_formats import format_snapshot
+
+ENVS = environments.load(environments.ENVIRONMENTS_FILE)
+
+
+def test_override_to_a_path_or_a_forged_name_is_refused(tmp_path):
+    names = tmp_path / "conda-names.toml"
+    for evil in ('"../../etc"', '"six\\", \\"x"', '"a/b"', '"UPPER"'):
+        names.write_text(f"[names]\nsix = {evil}\n")
+        with pytest.raises(CondaError) as e:
+            load_names(names)
+        assert f"{names}: [names] six:" in str(e.value) and "is not a conda package name" in str(e.value)
+
+
+@pytest.mark.parametrize("dep", ['evil "x"', "../x >=1", "x >=1 [build=*]", "x >=1;rm", "not-in-channel >=1"])
+def test_dependency_that_would_inject_into_repodata_is_refused(dep):
+    with pytest.raises(CondaError) as e:
+        validate_depends([dep], {"six"}, "evil-1.0-py3-none-any.whl")
+    assert str(e.value).startswith("evil-1.0-py3-none-any.whl: dependency")
+
+
+@pytest.mark.parametrize("filename", ["../../x-1.0-py3-none-any.whl", "a/b-1.0-py3-none-any.whl",
+                                      "not-a-wheel.zip"])
+def test_wheel_name_that_would_leave_the_channel_is_refused(tmp_path, filename):
+    out = tmp_path / "out"
+    with pytest.raises(CondaError):
+        conda.channel([ChannelWheel("x", "1.0", filename, tmp_path / "x.whl")], NameMap({}, {}))
+    assert not out.exists()
+
+
+def test_project_name_that_is_no_conda_name_is_refused(tmp_path):
+    with pytest.raises(CondaError) as e:
+        NameMap({}, {}).conda_name("../evil")
+    assert "is not a conda package name" in str(e.value)
+    with pytest.raises(CondaError) as e:
+        NameMap({}, {"six": "Bad Name"}).conda_name("six")
+
+
+def test_dependency_outside_the_set_is_refused(world):
+    """A wheel whose Requires-Dist names a project the channel does not have: no channel is made."""
+    world.declare_tiny("lonely", "1.0", dependencies=["missing-project>=1"])
+    from pipeline.model.declaration import load_all
+    from pipeline.realise.fetch import fetch
+
+    decls = load_all(world.declarations)
+    store = world.store
+    (w,) = decls["lonely"].wheels
+    fetch(store, w, what="x")
+    with pytest.raises(CondaError) as e:
+        conda.channel([ChannelWheel("lonely", "1.0", w.filename, store.verified_path(w.sha256))])
+    assert "dependency 'missing-project' is not a package of this channel" in str(e.value)
+
+
+def test_lock_for_an_unknown_environment_or_name_fails_cleanly(world, tmp_path):
+    snap, *_ = format_snapshot(world)
+    shutil.copy(environments.ENVIRONMENTS_FILE, world.declarations / "environments.toml")
+    out = tmp_path / "pylock.toml"
+    r = world.cli("lock", "tiny-app", "--snapshot", str(snap.root), "--environment", "cp27-amiga", "-o", str(out))
+    assert r.returncode == 1 and "--environment 'cp27-amiga' is not a supported environment" in r.stderr
+    r = world.cli("lock", "no-such-project", "--snapshot", str(snap.root), "--environment", ENVS[0].name,
+                  "-o", str(out))
+    assert r.returncode == 1 and "no-such-project (requested) is not in this snapshot" in r.stderr
+    r = world.cli("lock", "tiny-app", "--snapshot", "bafkqaaa", "--environment", ENVS[0].name, "-o", str(out))
+    assert r.returncode == 1 and "--snapshot 'bafkqaaa': unsupported multihash" in r.stderr
+    r = world.cli("lock", "tiny-app", "--snapshot", str(CID.of(b"x", RAW)), "--environment", ENVS[0].name,
+                  "-o", str(out))
+    assert r.returncode == 1 and "is not a snapshot" in r.stderr
+    r = world.cli("lock", "tiny-app", "--snapshot", str(snap.root), "--environment", ENVS[0].name,
+                  "-o", str(tmp_path / "../evil.toml"))
+    assert r.returncode == 1 and "PEP 751 names lock files pylock.toml" in r.stderr
+    assert not out.exists() and not (tmp_path.parent / "evil.toml").exists()
+
+
+def test_lock_refuses_a_closure_that_leaves_the_snapshot():
+    env = ENVS[0]
+    wheel = pylock.LockableWheel("a", "1.0", "a-1.0-py3-none-any.whl", "0" * 64, 1, None, ("b>=1",),
+                                 "http://127.0.0.1:8080/ipfs/x/a-1.0-py3-none-any.whl")
+    with pytest.raises(pylock.LockError) as e:
+        pylock.lock({"a": [wheel]}, ["a"], env)
+    assert str(e.value) == "b (required by a) is not in this snapshot"
