@@ -42,8 +42,10 @@ def _fsck(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     from pipeline.cli import tasks
 
-    removed = tasks.gc(dry_run=False)
-    print(f"gc: removed {len(removed)} unreachable objects")
+    report = tasks.gc(dry_run=False)
+    for problem in report.skipped:
+        print(f"gc: left alone: {problem}", file=sys.stderr)
+    print(f"gc: removed {len(report.removed)} unreachable objects, {len(report.tmp_removed)} leftovers in tmp/")
     return 0
 
 

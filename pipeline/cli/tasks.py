@@ -15,7 +15,7 @@ from pipeline.policy.check import report, run_rules
 from pipeline.realise import testing
 from pipeline.realise.fetch import fetch
 from pipeline.realise.rebuild import build, derivation, is_built, load_record, verdict_line
-from pipeline.store.local import Store
+from pipeline.store.local import GcReport, Store
 from pipeline.wheel.facts import WheelFacts, facts_for
 
 
@@ -88,11 +88,11 @@ def declaration_roots() -> set[str]:
     return roots
 
 
-def gc(dry_run: bool = False) -> list[str]:
+def gc(dry_run: bool = False) :
     s = store()
     if dry_run:
         live = s.reachable(declaration_roots())
-        return [d for d in s.iter_objects() if d not in live]
+        return GcReport([d for d in s.iter_objects() if d not in live], [], [])
     return s.gc(declaration_roots())
 
 
