@@ -88,7 +88,7 @@ def declaration_roots() -> set[str]:
     return roots
 
 
-def gc(dry_run: bool = False) :
+def gc(dry_run: bool = False) -> GcReport:
     s = store()
     if dry_run:
         live = s.reachable(declaration_roots())
