@@ -204,8 +204,8 @@ class GatewayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to every recv/send
         super().setup()
+        self.connection.settimeout(self.server.idle_timeout)  # every recv/send; handle_one_request closes
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
