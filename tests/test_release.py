@@ -31,7 +31,8 @@ def key(tmp_path):
 def release_once(world, rel, key, **extra_files):
     snap, decls, published = tiny_snapshot(world, **extra_files)
     return snap, rel.publish(key, snap.root, snap.car_path, published_of(decls, published),
-                             {"wheels": len(published)}, "abc123", NOW, refuse_inside=[world.store_root])
+                             {"wheels": len(published)}, "abc123", NOW, refuse_inside=[world.store_root],
+                             key_path=world.root / "keys" / "release.key")
 
 
 def test_release_is_signed_and_verifiable_by_stock_minisign(world, key, tmp_path):

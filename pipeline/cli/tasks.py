@@ -214,5 +214,5 @@ def publish(secret_key: str = "") -> bool:
   log        {rel.log / 'checkpoint'} (size {cp.size if cp else 0})
   feed       {rel.root / 'feed.atom'}
   verify     minisign -Vm {path} -p {rel.root / 'wheelproof.pub'}
-             python -m pipeline verify-release {path}""", flush=True)
+             python -m pipeline verify-release {path} --public-key {key_path.with_suffix('.pub')}""", flush=True)
     return True
