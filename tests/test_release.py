@@ -154,7 +154,7 @@ def test_checkpoint_signed_by_another_key_is_rejected(world, key):
     release_once(world, rel, key)
     text = (rel.log / "checkpoint").read_text().split("\n\n")[0] + "\n"
     (rel.log / "checkpoint").write_text(sign_note(SecretKey.generate(), rel.origin, text))
-    with pytest.raises(SignatureError, match="no valid signature"):
+    with pytest.raises(ReleaseError, match="no valid signature"):
         rel.checkpoint(key.public)
 
 

@@ -139,7 +139,10 @@ class Releases:
         path = self.log / "checkpoint"
         if not path.is_file():
             return None
-        return Checkpoint.parse(verify_note(public, self.origin, path.read_text()))
+        try:
+            return Checkpoint.parse(verify_note(public, self.origin, path.read_text()))
+        except SignatureError as e:
+            raise ReleaseError(f"{path}: {e}") from None
 
     def entries(self, size: int) -> list[bytes]:
         return tlog.read_entries(self.log, size)
@@ -279,17 +282,19 @@ class Releases:
         removed (it was never logged, so never released) when this publisher's pinned checkpoint is
         exactly the log's; any other is refused: a signed manifest the log lacks means a rolled-back log."""
         logged = {r.name: r.manifest_sha256 for r in releases}
+        interrupted: list[Path] = []
         for path in self.manifest_paths():
             if logged.get(path.name) == hashlib.sha256(path.read_bytes()).hexdigest():
                 continue
             number = path.name.split("-", 1)[0]
-            interrupted = number.isdigit() and int(number) == sequence and pinned is not None and pinned == cp
-            if interrupted:
-                path.unlink()
-                path.with_suffix(".json.minisig").unlink(missing_ok=True)
+            if number.isdigit() and int(number) == sequence and pinned is not None and pinned == cp:
+                interrupted.append(path)
                 continue
             raise HistoryError(f"{path} is not in the log (which holds {len(releases)} releases): the log was "
                                "rolled back or the file was planted; if a publish was interrupted, move it away")
+        for path in interrupted:  # only once nothing is refused
+            path.unlink()
+            path.with_suffix(".json.minisig").unlink(missing_ok=True)
 
     def _append(self, key: SecretKey, old: Checkpoint | None, old_entries: list[bytes],
                 new_entries: list[bytes]) -> Checkpoint:
