@@ -31,7 +31,8 @@ def key(tmp_path):
 def release_once(world, rel, key, **extra_files):
     snap, decls, published = tiny_snapshot(world, **extra_files)
     return snap, rel.publish(key, snap.root, snap.car_path, published_of(decls, published),
-                             {"wheels": len(published)}, "abc123", NOW, refuse_inside=[world.store_root])
+                             {"wheels": len(published)}, "abc123", NOW, refuse_inside=[world.store_root],
+                             key_path=world.root / "keys" / "release.key")
 
 
 def test_release_is_signed_and_verifiable_by_stock_minisign(world, key, tmp_path):
@@ -153,7 +154,7 @@ def test_checkpoint_signed_by_another_key_is_rejected(world, key):
     release_once(world, rel, key)
     text = (rel.log / "checkpoint").read_text().split("\n\n")[0] + "\n"
     (rel.log / "checkpoint").write_text(sign_note(SecretKey.generate(), rel.origin, text))
-    with pytest.raises(SignatureError, match="no valid signature"):
+    with pytest.raises(ReleaseError, match="no valid signature"):
         rel.checkpoint(key.public)
 
 

@@ -68,7 +68,7 @@ def test_gc_keeps_what_roots_reach(tmp_path):
     garbage = store.put_bytes(b"garbage")
     record = store.put_json({"references": [kept_leaf]})
     store.set_ref("builds", "drv", record)
-    removed = store.gc(extra_roots=[pinned])
+    removed = store.gc(extra_roots=[pinned]).removed
     assert removed == [garbage]
     assert {kept_leaf, pinned, record} == set(store.iter_objects())
     assert store.fsck() == []

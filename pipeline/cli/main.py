@@ -42,8 +42,10 @@ def _fsck(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     from pipeline.cli import tasks
 
-    removed = tasks.gc(dry_run=False)
-    print(f"gc: removed {len(removed)} unreachable objects")
+    report = tasks.gc(dry_run=False)
+    for problem in report.skipped:
+        print(f"gc: left alone: {problem}", file=sys.stderr)
+    print(f"gc: removed {len(report.removed)} unreachable objects, {len(report.tmp_removed)} leftovers in tmp/")
     return 0
 
 
@@ -89,21 +91,36 @@ def _releases():  # type: ignore[no-untyped-def]
 
 
 def _verify_release(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from pipeline.store.local import Store
-    from pipeline.trust.release import verify_release
-    from pipeline.trust.signing import PublicKey
+    from pipeline.trust.pinned import PinnedCheckpoint
+    from pipeline.trust.release import ReleaseError, Releases
+    from pipeline.trust.verifier import default_state, trusted_key, verify_logged_release
 
-    rel = _releases()
-    manifest = Path(args.manifest)
+    if args.manifest:
+        manifest = Path(args.manifest)
+        rel = Releases(manifest.parent.parent) if manifest.parent.name == "manifests" else _releases()
+    else:
+        rel = _releases()
+        latest = rel.latest()
+        if latest is None:
+            raise ReleaseError(f"{rel.root / 'latest'} is missing: name a manifest")
+        manifest = latest
+    if not manifest.is_file():
+        raise ReleaseError(f"{manifest} is missing")
+    is_latest = rel.latest() is not None and manifest.resolve() == rel.latest().resolve()  # type: ignore[union-attr]
+    public, key_path = trusted_key(args.public_key, rel.root)
     sig = Path(args.signature or str(manifest) + ".minisig")
-    public = PublicKey.parse(Path(args.public_key).read_text()) if args.public_key else rel.public_key()
-    import json
-
-    car_name = json.loads(manifest.read_bytes())["car"]["filename"]
+    try:
+        car_name = json.loads(manifest.read_bytes())["car"]["filename"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ReleaseError(f"{manifest}: not a release manifest ({e})") from None
     car_path = Path(args.car) if args.car else Store().root / "cars" / car_name
-    verify_release(manifest, sig, car_path, public)
+    state = PinnedCheckpoint(Path(args.state) if args.state else default_state())
+    verify_logged_release(rel, manifest, sig, car_path, public, state, is_latest)
+    print(f"  key        {public.key_id_hex} from {key_path}")
     return 0
 
 
@@ -210,10 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--secret")
             p.add_argument("--public")
         elif name == "verify-release":
-            p.add_argument("manifest")
+            p.add_argument("manifest", nargs="?", help="a manifest (default: the release directory's latest)")
             p.add_argument("--signature")
             p.add_argument("--car")
-            p.add_argument("--public-key")
+            p.add_argument("--public-key", help="the trusted key (else $WHEELPROOF_TRUSTED_KEY, "
+                                                "~/.config/wheelproof/trusted.pub); never the release dir's")
+            p.add_argument("--state", help="the newest checkpoint seen before (else $WHEELPROOF_TRUSTED_CHECKPOINT, "
+                                           "~/.config/wheelproof/trusted-checkpoint)")
         elif name == "prove-inclusion":
             g = p.add_mutually_exclusive_group(required=True)
             g.add_argument("--wheel", help="wheel filename")

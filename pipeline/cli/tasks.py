@@ -12,7 +12,7 @@ from pipeline.model.errors import DeclarationError, WheelproofError
 from pipeline.model.locations import DECLARATIONS_DIR
 from pipeline.realise.evaluation import Evaluation
 from pipeline.realise.graph import BUILD, TEST, Graph, Node
-from pipeline.store.local import Store
+from pipeline.store.local import GcReport, Store
 from pipeline.store.refindex import RefIndex
 
 # dodo.py imports this module for every doit command, so only what a no-op needs (the cached graph
@@ -148,11 +148,11 @@ def declaration_roots() -> set[str]:
     return roots
 
 
-def gc(dry_run: bool = False) -> list[str]:
+def gc(dry_run: bool = False) -> GcReport:
     s = store()
     if dry_run:
         live = s.reachable(declaration_roots())
-        return [d for d in s.iter_objects() if d not in live]
+        return GcReport([d for d in s.iter_objects() if d not in live], [], [])
     return s.gc(declaration_roots())
 
 
@@ -294,7 +294,7 @@ def publish(secret_key: str = "") -> bool:
   log        {rel.log / 'checkpoint'} (size {cp.size if cp else 0})
   feed       {rel.root / 'feed.atom'}
   verify     minisign -Vm {path} -p {rel.root / 'wheelproof.pub'}
-             python -m pipeline verify-release {path}""", flush=True)
+             python -m pipeline verify-release {path} --public-key {key_path.with_suffix('.pub')}""", flush=True)
     return True
 
 

@@ -19,13 +19,15 @@ inside them).
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import html
 import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,10 @@ from packaging.version import Version
 from pipeline.export import torrent
 from pipeline.export.ipfs import car, dagpb
 from pipeline.export.ipfs.multiformats import CID, DAG_PB
-from pipeline.model.errors import WheelproofError
 from pipeline.store.local import Store, atomic_write, sha256_file
 from pipeline.trust import tlog
+from pipeline.trust.checkpoint import Checkpoint, HistoryError, ReleaseError, require_extends
+from pipeline.trust.pinned import PinnedCheckpoint
 from pipeline.trust.signing import (
     PublicKey,
     SecretKey,
@@ -48,35 +51,17 @@ from pipeline.trust.signing import (
     verify_note,
 )
 
+__all__ = ["Checkpoint", "HistoryError", "LoggedRelease", "ReleaseError", "Releases", "canonical", "diff",
+           "diff_text", "git_commit", "manifest_name", "prove_consistency", "prove_inclusion", "release_entry",
+           "verify_release", "wheel_entry"]
+
 RELEASES_ENV = "WHEELPROOF_RELEASES"
 ORIGIN_ENV = "WHEELPROOF_LOG_ORIGIN"
 DEFAULT_ORIGIN = "wheelproof.local/releases"
 
 
-class ReleaseError(WheelproofError):
-    pass
-
-
 def canonical(doc: Any) -> bytes:
     return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    origin: str
-    size: int
-    root: bytes
-
-    def text(self) -> str:
-        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
-
-    @classmethod
-    def parse(cls, text: str) -> Checkpoint:
-        lines = text.split("\n")
-        try:
-            return cls(lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True))
-        except (IndexError, ValueError):
-            raise ReleaseError("malformed checkpoint") from None
 
 
 def wheel_entry(filename: str, sha256: str, release: str) -> bytes:
@@ -87,6 +72,41 @@ def wheel_entry(filename: str, sha256: str, release: str) -> bytes:
 def release_entry(manifest: dict[str, Any], manifest_sha256: str) -> bytes:
     return json.dumps({"kind": "release", "root": manifest["root"], "sequence": manifest["sequence"],
                        "manifest_sha256": manifest_sha256}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def manifest_name(sequence: int, root: str) -> str:
+    return f"{sequence:06d}-{root}.json"
+
+
+@dataclass(frozen=True)
+class LoggedRelease:
+    """A release entry of the log: where it is and what it commits to."""
+
+    index: int
+    sequence: int
+    root: str
+    manifest_sha256: str
+
+    @property
+    def name(self) -> str:
+        return manifest_name(self.sequence, self.root)
+
+
+def logged_releases(entries: list[bytes]) -> list[LoggedRelease]:
+    """The log's release entries, checked to number 1, 2, 3, ... (a repeated or skipped number is a fork)."""
+    out: list[LoggedRelease] = []
+    for i, raw in enumerate(entries):
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise ReleaseError(f"log entry {i} is not JSON") from None
+        if doc.get("kind") != "release":
+            continue
+        if doc.get("sequence") != len(out) + 1:
+            raise HistoryError(f"log entry {i} is release {doc.get('sequence')} but follows release {len(out)}: "
+                               "the log holds a duplicated or skipped sequence number (a forked history)")
+        out.append(LoggedRelease(i, doc["sequence"], doc["root"], doc["manifest_sha256"]))
+    return out
 
 
 class Releases:
@@ -120,7 +140,10 @@ class Releases:
         path = self.log / "checkpoint"
         if not path.is_file():
             return None
-        return Checkpoint.parse(verify_note(public, self.origin, path.read_text()))
+        try:
+            return Checkpoint.parse(verify_note(public, self.origin, path.read_text()))
+        except SignatureError as e:
+            raise ReleaseError(f"{path}: {e}") from None
 
     def entries(self, size: int) -> list[bytes]:
         return tlog.read_entries(self.log, size)
@@ -142,42 +165,84 @@ class Releases:
         return cp, entries
 
     # -- publishing --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One publisher at a time (flock(2) on ``.publish.lock``); a second one fails at once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".publish.lock", "a+b") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ReleaseError(f"another publish holds {self.root / '.publish.lock'}; try again when it "
+                                   "has finished") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
     def publish(self, key: SecretKey, root: CID, car_path: Path, published: list[dict[str, Any]],
                 counts: dict[str, Any], commit: str | None, now: dt.datetime,
-                refuse_inside: list[Path], key_path: Path | None = None) -> tuple[Path, dict[str, Any]]:
+                refuse_inside: list[Path], key_path: Path | None = None,
+                state: Path | None = None) -> tuple[Path, dict[str, Any]]:
+        """Sign, log and list a release, under an exclusive lock.
+
+        ``state`` (default: ``<key>.checkpoint`` beside the secret key) holds the last checkpoint this
+        publisher signed; a log that does not extend it is refused before anything is written. The
+        sequence number comes from the log, never from ``latest``. Write order: the manifest and its
+        signature, then the log (tiles, then the signed checkpoint), then ``state``, then ``latest`` and
+        the feed; a crash leaves either an unlogged manifest (removed by the next publish, which reuses
+        its number) or a logged release, never two releases with one number.
+        """
         if key_path is not None:
             resolved = key_path.resolve()
             for forbidden in refuse_inside + [self.root]:
                 if resolved.is_relative_to(forbidden.resolve()):
                     raise ReleaseError(f"the secret key {key_path} is inside {forbidden}: move it out "
                                        "(it must never enter the store, a snapshot or the release directory)")
-        pub_path = self.root / "wheelproof.pub"
-        if pub_path.is_file():
-            public = PublicKey.parse(pub_path.read_text())
-            if public != key.public:
-                raise ReleaseError(f"the secret key ({key.public.key_id_hex}) is not the release key "
-                                   f"{public.key_id_hex} in {pub_path}")
-        else:
-            atomic_write(pub_path, key.public.minisign().encode())
-            atomic_write(self.root / "log.vkey", (key.public.vkey(self.origin) + "\n").encode())
+        state = state or (key_path.with_suffix(".checkpoint") if key_path is not None else None)
+        if state is None:
+            raise ReleaseError("publishing needs the publisher's checkpoint file (state=, or key_path= beside it)")
+        for forbidden in refuse_inside + [self.root]:
+            if state.resolve().is_relative_to(forbidden.resolve()):
+                raise ReleaseError(f"the publisher's checkpoint {state} is inside {forbidden}: keep it beside the key")
+        with self._exclusive():
+            return self._publish(key, root, car_path, published, counts, commit, now, PinnedCheckpoint(state))
+
+    def _publish(self, key: SecretKey, root: CID, car_path: Path, published: list[dict[str, Any]],
+                 counts: dict[str, Any], commit: str | None, now: dt.datetime,
+                 pinned_file: PinnedCheckpoint) -> tuple[Path, dict[str, Any]]:
         public = key.public
-        previous_path = self.latest()
-        previous = None
-        if previous_path is not None:
-            previous = self.verify_manifest(previous_path, public)
+        pub_path = self.root / "wheelproof.pub"
+        if pub_path.is_file() and PublicKey.parse(pub_path.read_text()) != public:
+            raise ReleaseError(f"the secret key ({public.key_id_hex}) is not the release key "
+                               f"{PublicKey.parse(pub_path.read_text()).key_id_hex} in {pub_path}")
+        pinned = pinned_file.load(public, self.origin)
+        old_cp, entries = self.verified_log(public)
+        if pinned is not None:
+            require_extends(pinned, pinned_file.path, old_cp, entries, self.log)
+        releases = logged_releases(entries)
+        previous_path, previous = None, None
+        if releases:
+            last = releases[-1]
+            previous_path = self.manifests / last.name
+            previous = self._logged_manifest(last, public)
             if previous["root"] == str(root):
                 raise ReleaseError(f"{root} is already released as {previous_path.name}")
-        old_cp, entries = self.verified_log(public)
+        sequence = len(releases) + 1
+        self._clear_unlogged(releases, sequence, old_cp, pinned)
         car_sha, car_size = sha256_file(car_path)
+        tree_root = old_cp.root if old_cp else tlog.root([])
         manifest: dict[str, Any] = {
             "schema": 1, "kind": "wheelproof-release",
-            "sequence": (previous["sequence"] + 1) if previous else 1,
+            "sequence": sequence,
             "root": str(root),
             "car": {"filename": car_path.name, "sha256": car_sha, "size": car_size},
             "torrent": torrent.release_field_beside(car_path),
             "previous": {"root": previous["root"], "sequence": previous["sequence"],
                          "manifest_sha256": hashlib.sha256(previous_path.read_bytes()).hexdigest()}
             if previous and previous_path else None,
+            "log": {"origin": self.origin, "size": old_cp.size if old_cp else 0,
+                    "root": base64.b64encode(tree_root).decode()},
             "time": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "declarations_commit": commit,
             "counts": counts,
@@ -185,18 +250,53 @@ class Releases:
         }
         manifest["changes"] = diff(previous, manifest) if previous else {"summary": "first release"}
         data = canonical(manifest)
-        name = f"{manifest['sequence']:06d}-{root}.json"
+        name = manifest_name(sequence, str(root))
         path = self.manifests / name
-        trusted = f"wheelproof release {manifest['sequence']} {root} {manifest['time']}"
-        # log first, then the manifest: a crash leaves a logged release without files, never the reverse
+        trusted = f"wheelproof release {sequence} {root} {manifest['time']}"
+        # the manifest first (unlogged until the log names it), then the log, then the pointers
+        atomic_write(path, data)
+        atomic_write(path.with_suffix(".json.minisig"), minisign_sign(key, data, trusted).encode())
+        if not pub_path.is_file():
+            atomic_write(pub_path, public.minisign().encode())
+            atomic_write(self.root / "log.vkey", (public.vkey(self.origin) + "\n").encode())
         new_entries = entries + [release_entry(manifest, hashlib.sha256(data).hexdigest())]
         new_entries += [wheel_entry(w["filename"], w["sha256"], str(root)) for w in published]
         self._append(key, old_cp, entries, new_entries)
-        atomic_write(path, data)
-        atomic_write(path.with_suffix(".json.minisig"), minisign_sign(key, data, trusted).encode())
+        pinned_file.save((self.log / "checkpoint").read_text())
         atomic_write(self.root / "latest", (name + "\n").encode())
         atomic_write(self.root / "feed.atom", self.feed().encode())
         return path, manifest
+
+    def _logged_manifest(self, logged: LoggedRelease, public: PublicKey) -> dict[str, Any]:
+        """The manifest the log names for a release: present, the bytes the log committed to, signed."""
+        path = self.manifests / logged.name
+        if not path.is_file():
+            raise ReleaseError(f"the log's release {logged.sequence} (entry {logged.index}) has no manifest "
+                               f"{path}: restore it from a mirror")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != logged.manifest_sha256:
+            raise ReleaseError(f"{path} is not the manifest the log holds for release {logged.sequence} "
+                               f"(its SHA-256 differs from log entry {logged.index})")
+        return self.verify_manifest(path, public)
+
+    def _clear_unlogged(self, releases: list[LoggedRelease], sequence: int, cp: Checkpoint | None,
+                        pinned: Checkpoint | None) -> None:
+        """Manifests the log does not name. One numbered ``sequence`` left by an interrupted publish is
+        removed (it was never logged, so never released) when this publisher's pinned checkpoint is
+        exactly the log's; any other is refused: a signed manifest the log lacks means a rolled-back log."""
+        logged = {r.name: r.manifest_sha256 for r in releases}
+        interrupted: list[Path] = []
+        for path in self.manifest_paths():
+            if logged.get(path.name) == hashlib.sha256(path.read_bytes()).hexdigest():
+                continue
+            number = path.name.split("-", 1)[0]
+            if number.isdigit() and int(number) == sequence and pinned is not None and pinned == cp:
+                interrupted.append(path)
+                continue
+            raise HistoryError(f"{path} is not in the log (which holds {len(releases)} releases): the log was "
+                               "rolled back or the file was planted; if a publish was interrupted, move it away")
+        for path in interrupted:  # only once nothing is refused
+            path.unlink()
+            path.with_suffix(".json.minisig").unlink(missing_ok=True)
 
     def _append(self, key: SecretKey, old: Checkpoint | None, old_entries: list[bytes],
                 new_entries: list[bytes]) -> Checkpoint:

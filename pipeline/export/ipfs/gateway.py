@@ -8,9 +8,14 @@ Trustless gateway (https://specs.ipfs.tech/http-gateways/trustless-gateway/): ``
 PEP 691 negotiation on simple-index directories: ``application/vnd.pypi.simple.v1+json`` gets
 index.json, HTML types get index.html; an Accept that allows neither gets 406.
 
-Every block is re-hashed as it is read; a corrupt block is never served (500). Unknown CIDs and
-missing paths are 404; malformed CIDs and path traversal are 400. At most ``max_concurrency``
-requests are handled at once; the rest get 503.
+Every block is re-hashed as it is read; a corrupt block is never served (500). A corrupt block found
+after the headers went out aborts the connection (the client sees a body shorter than its
+Content-Length, never error text inside a 200). Unknown CIDs and missing paths are 404; malformed
+CIDs, invalid percent-encoding (RFC 3986 §2.1, UTF-8) and path traversal are 400. At most
+``max_concurrency`` requests are handled at once; the rest get 503. A connection idle for
+``idle_timeout`` seconds is closed. Persistent connections (RFC 9112 §9.3): HTTP/1.1 unless
+``Connection: close``; HTTP/1.0 only with ``Connection: keep-alive``, answered with the same header
+(every response has a Content-Length).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import html
 import io
 import mimetypes
+import socket
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -32,6 +39,10 @@ from pipeline.export.snapshot import JSON_INDEX, SNAPSHOT_KIND, walk
 from pipeline.model.errors import IntegrityError, StoreError
 from pipeline.store.local import Store
 
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "BadRequest", "DagReader", "GatewayHandler", "GatewayServer", "Node",
+           "NotFound", "negotiate", "parse_accept", "serve"]
+
+DEFAULT_IDLE_TIMEOUT = 5.0
 IMMUTABLE = "public, max-age=29030400, immutable"
 PEP691_JSON = "application/vnd.pypi.simple.v1+json"
 PEP691_HTML = "application/vnd.pypi.simple.v1+html"
@@ -178,10 +189,12 @@ def negotiate(accept: str | None, offered: list[str]) -> str | None:
 class GatewayServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], store: Store, max_concurrency: int = 16):
+    def __init__(self, address: tuple[str, int], store: Store, max_concurrency: int = 16,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT):
         self.store = store
         self.reader = DagReader(store)
         self.slots = threading.BoundedSemaphore(max_concurrency)
+        self.idle_timeout = idle_timeout
         super().__init__(address, GatewayHandler)
 
 
@@ -190,8 +203,40 @@ class GatewayHandler(BaseHTTPRequestHandler):
     server_version = "wheelproof-gateway/0.1"
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.idle_timeout)  # every recv/send; handle_one_request closes
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
+
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        self._connection_sent = False
+        super().send_response_only(code, message)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "connection":
+            self._connection_sent = True
+        super().send_header(keyword, value)
+
+    def end_headers(self) -> None:
+        # RFC 9112 §9.3: an HTTP/1.0 client keeps the connection only if the response says keep-alive
+        if not getattr(self, "_connection_sent", False):
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            elif self.request_version == "HTTP/1.0":
+                self.send_header("Connection", "keep-alive")
+        super().end_headers()
+
+    def _abort(self, error: Exception) -> None:
+        """Headers are out: end the connection so the body is visibly short, never text in a 200 body."""
+        print(f"gateway: aborted {self.path}: {error}", file=sys.stderr, flush=True)
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def do_HEAD(self) -> None:
         self._handle(head=True)
@@ -233,7 +278,10 @@ class GatewayHandler(BaseHTTPRequestHandler):
             raise BadRequest(f"invalid CID {raw_segments[2]!r}: {e}") from None
         segments = []
         for raw in raw_segments[3:]:
-            seg = urllib.parse.unquote(raw, errors="strict")
+            try:
+                seg = urllib.parse.unquote(raw, errors="strict")
+            except UnicodeDecodeError:
+                raise BadRequest(f"path segment {raw!r} is not valid percent-encoded UTF-8") from None
             if seg in (".", "..") or "/" in seg or "\\" in seg or "\0" in seg:
                 raise BadRequest(f"path segment {raw!r} is not allowed")
             if seg:
@@ -331,9 +379,12 @@ class GatewayHandler(BaseHTTPRequestHandler):
             self.send_header("Vary", "Accept")
         self.end_headers()
         if not head:
-            # blocks are verified as they are read: a corrupt one ends the response early
-            for chunk in reader.read(node, start, end):
-                self.wfile.write(chunk)
+            # blocks are verified as they are read: a corrupt or missing one aborts the connection
+            try:
+                for chunk in reader.read(node, start, end):
+                    self.wfile.write(chunk)
+            except (StoreError, NotFound) as e:
+                self._abort(e)
 
     def _send(self, body: bytes, ctype: str, etag: str | None, head: bool, attachment: str | None = None,
               cache: bool = True) -> None:
@@ -393,8 +444,9 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     return start, end
 
 
-def serve(store: Store, host: str = "127.0.0.1", port: int = 8080, max_concurrency: int = 16) -> None:
-    server = GatewayServer((host, port), store, max_concurrency)
+def serve(store: Store, host: str = "127.0.0.1", port: int = 8080, max_concurrency: int = 16,
+          idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+    server = GatewayServer((host, port), store, max_concurrency, idle_timeout)
     print(f"gateway: serving {store.root} at http://{host}:{server.server_address[1]}/ipfs/<cid>/", flush=True)
     try:
         server.serve_forever()
