@@ -25,6 +25,7 @@ from pipeline.realise.fetch import fetch
 from pipeline.store.local import Store
 from pipeline.wheel.facts import facts_for
 
+from .conftest import build_record
 from .test_snapshot import _fresh_env, gateway  # noqa: F401  (the gateway fixture)
 
 ENVS = environments.load(environments.ENVIRONMENTS_FILE)
@@ -45,7 +46,7 @@ def format_snapshot(world, store: Store | None = None, gateway_url: str = "http:
     for d in decls.values():
         for w in d.wheels:
             fetch(store, w, what=str(d.path))
-    records = {n: {"verdict": "identical", "derivation_id": "d" * 64} for n in decls}
+    records = {n: build_record("d" * 64, "identical", n) for n in decls}
     snap, published = publish(store, decls, records,
                               lambda d, w: facts_for(store, w.sha256, w.filename).metadata or b"",
                               log=lambda m: None, subtrees=formats.subtrees(ENVS, gateway_url, log=lambda m: None))
@@ -242,7 +243,8 @@ def test_release_manifest_records_the_torrent(world, tmp_path):
     snap, _, path, info = format_snapshot(world)
     rel = Releases(world.root / "releases")
     _, manifest = rel.publish(SecretKey.generate(), snap.root, snap.car_path, [], {}, None,
-                              dt.datetime(2026, 1, 1, tzinfo=dt.UTC), refuse_inside=[])
+                              dt.datetime(2026, 1, 1, tzinfo=dt.UTC), refuse_inside=[],
+                              state=world.root / "publisher.checkpoint")
     field = manifest["torrent"]
     assert field["info_hash_v1"] == info.info_hash_v1 and field["info_hash_v2"] == info.info_hash_v2
     assert field["pieces_roots"] == info.pieces_roots

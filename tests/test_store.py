@@ -67,7 +67,7 @@ def test_gc_keeps_what_roots_reach(tmp_path):
     pinned = store.put_bytes(b"kept by a declaration")
     garbage = store.put_bytes(b"garbage")
     record = store.put_json({"references": [kept_leaf]})
-    store.set_ref("builds", "drv", record)
+    store.set_ref("pins", "drv", record)  # any ref kind; builds/tests refs must hold real records
     removed = store.gc(extra_roots=[pinned]).removed
     assert removed == [garbage]
     assert {kept_leaf, pinned, record} == set(store.iter_objects())
@@ -111,7 +111,7 @@ CONCURRENT_WRITER = textwrap.dedent("""
     for i in range(300):
         with store.shared():
             d = store.put_bytes(b"shared object %d" % (i % 50) + b"." * 5000)
-            store.set_ref("builds", "r%d" % (i % 50), d)
+            store.set_ref("pins", "r%d" % (i % 50), d)
 """)
 
 
@@ -123,8 +123,8 @@ def test_two_processes_on_one_store(tmp_path):
     assert all(p.returncode == 0 for p in procs)
     store = Store(tmp_path)
     assert store.fsck() == []
-    assert len(list(store.list_refs("builds"))) == 50
-    assert all(store.has(d) for _, _, d in store.list_refs("builds"))
+    assert len(list(store.list_refs("pins"))) == 50
+    assert all(store.has(d) for _, _, d in store.list_refs("pins"))
 
 
 def test_store_location_from_environment(tmp_path, monkeypatch):

@@ -73,7 +73,7 @@ def test_gc_removes_directories_and_odd_files_a_killed_build_left_in_tmp(world, 
 def test_gc_leaves_stray_entries_outside_tmp_alone_and_reports_them(world):
     store = world.store
     kept = store.put_bytes(b"kept")
-    store.set_ref("builds", "kept", kept)
+    store.set_ref("pins", "kept", kept)  # not a record kind: fsck checks records behind builds/tests refs
     garbage = store.put_bytes(b"garbage")
     strays = [store.objects / "ab" / "README", store.objects / "notashard",
               store.objects / garbage[:2] / ("0" * 64), store.refs / "builds" / "subdir",
@@ -82,7 +82,7 @@ def test_gc_leaves_stray_entries_outside_tmp_alone_and_reports_them(world):
     strays[0].write_text("hello")
     strays[1].write_text("x")
     strays[2].write_text("object in the wrong shard")
-    strays[3].mkdir()
+    strays[3].mkdir(parents=True)
     strays[4].write_text("x")
     report = store.gc()
     assert report.removed == [garbage] and store.has(kept)
