@@ -61,6 +61,12 @@ if __name__ == "__main__":
         sys.argv[0] = sys.argv[0][:-4]
     sys.exit({call}())
 '''
+_PIP_LAUNCHER = '''import sys
+from {module} import {import_name}
+if __name__ == '__main__':
+    sys.argv[0] = sys.argv[0].removesuffix('.exe')
+    sys.exit({call}())
+'''
 _PYC_CHECK = r"""
 import importlib.util, json, marshal, sys
 out = []
@@ -296,7 +302,8 @@ def _launcher_ok(layout: Layout, exp: Expected, data: bytes) -> str | None:
     _, generated = Script(exp.path.name, module, attr, kind).generate(str(layout.scripts / "python"), "posix")
     shapes.append(generated.partition(b"\n")[2])
     import_name = attr.split(".")[0]
-    shapes.append(_UV_LAUNCHER.format(module=module, import_name=import_name, call=attr).encode())
+    shapes += [t.format(module=module, import_name=import_name, call=attr).encode()
+               for t in (_UV_LAUNCHER, _PIP_LAUNCHER)]
     if any(ast.dump(ast.parse(s)) == tree for s in shapes):
         return None
     return f"it is not the launcher for {module}:{attr} that pip, installer or uv write"
