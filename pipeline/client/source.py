@@ -156,6 +156,9 @@ class SnapshotView:
         """The project's wheels from its PEP 691 page (empty if the snapshot does not have it)."""
         name = canonicalize_name(project)
         if name not in self._pages:
+            if not name:
+                self.reader.resolve(self.root, ["simple"])
+                return []
             try:
                 page = json.loads(self.read(f"simple/{name}/index.json"))
             except SnapshotError:
@@ -212,7 +215,8 @@ def open_snapshot(snapshot: str, *, gateway: str | None = None, trusted_key: Pat
         known = {}
         if rel is not None and rel.previous_root:
             try:
-                known[CID.parse(rel.previous_root).hex_digest] = f"the previous release's root {rel.previous_root}"
+                known[CID.parse(rel.previous_root).hex_digest] = (
+                    f"release {rel.sequence - 1}'s root {rel.previous_root}")
             except CIDError:
                 pass
         blocks: BlockSource = GatewayBlocks(gateway, known=known)

@@ -326,6 +326,7 @@ def _pth_lines(path: Path) -> Iterator[tuple[int, str]]:
 def verify_env(layout: Layout, snapshot: SnapshotView, allow: Allowlist | None = None) -> Report:
     """Check ``layout``'s reachable files against ``snapshot``; exceptions mark findings as allowed."""
     allow = allow or Allowlist()
+    snapshot.wheels("")  # reads (and so verifies) the root and simple/ even for an empty environment
     findings: list[Finding] = []
     report = Report(str(layout.python), str(snapshot.root))
     expected: dict[Path, Expected] = {}
