@@ -191,6 +191,62 @@ def _lock(args: argparse.Namespace) -> int:
     from pipeline.cli import tasks
 
     return 0 if tasks.lock(args.names, args.environment, args.output, args.snapshot, args.gateway) else 1
+def _client_snapshot(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from pipeline.client.source import open_snapshot
+
+    return open_snapshot(args.snapshot, gateway=args.gateway, release=Path(args.release) if args.release else None,
+                         trusted_key=Path(args.trusted_key) if args.trusted_key else None)
+
+
+def _client_allow(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from pipeline.client.allow import Allowlist, load_allow_file
+
+    base = load_allow_file(Path(args.allow_file)) if args.allow_file else Allowlist()
+    return base.plus(args.allow or [])
+
+
+def _verify_env(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.client.layout import probe
+    from pipeline.client.verify_env import verify_env
+
+    report = verify_env(probe(Path(args.python)), _client_snapshot(args), _client_allow(args))
+    print(report.to_json() if args.json else report.text())
+    return 1 if report.failing else 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.client.install import install
+
+    report = install(args.names, Path(args.into), _client_snapshot(args), _client_allow(args))
+    print(report.to_json() if args.json else report.text())
+    return 1 if report.failing else 0
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.client.proxy import serve_proxy
+
+    serve_proxy(args.upstream, Path(args.release), Path(args.trusted_key), args.host, args.port)
+    return 0
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--snapshot", required=True, help="a root CID or a release manifest (with --trusted-key)")
+    p.add_argument("--gateway", help="fetch verified blocks from this untrusted gateway (default: the local store)")
+    p.add_argument("--release", help="a release manifest the --snapshot CID must be the root of")
+    p.add_argument("--trusted-key", help="the release key (minisign public key), obtained out of band")
+    p.add_argument("--allow", action="append", metavar="PATTERN", help="except findings whose subject matches")
+    p.add_argument("--allow-file", help="exceptions file (docs/environment.md)")
+    p.add_argument("--json", action="store_true")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
@@ -207,6 +263,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "fsck": (_fsck, "verify every object in the store"),
     "gc": (_gc, "delete store objects no declaration, build record or snapshot references"),
     "lock": (_lock, "write a PEP 751 pylock.toml for NAME... and their closure from one snapshot"),
+    "verify-env": (_verify_env, "check every importable file of an environment against a snapshot's wheels"),
+    "install": (_install, "install names and their closure from a snapshot, sandboxed and verified"),
+    "proxy": (_proxy, "serve pip/uv locally from an untrusted gateway, verifying every block of a release"),
 }
 
 
@@ -252,6 +311,19 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("-o", "--output", default="pylock.toml")
             p.add_argument("--snapshot", help="root CID (default: the latest snapshot)")
             p.add_argument("--gateway", help="gateway URL (default $WHEELPROOF_GATEWAY_URL or http://127.0.0.1:8080)")
+        elif name == "verify-env":
+            p.add_argument("python", nargs="?", default=sys.executable, help="the interpreter (default: this one)")
+            _client_args(p)
+        elif name == "install":
+            p.add_argument("names", nargs="+", metavar="NAME")
+            p.add_argument("--into", required=True, metavar="VENV", help="an existing virtual environment")
+            _client_args(p)
+        elif name == "proxy":
+            p.add_argument("--upstream", required=True, help="the untrusted gateway (http://host:port)")
+            p.add_argument("--release", required=True, metavar="MANIFEST")
+            p.add_argument("--trusted-key", required=True, metavar="KEY")
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8081)
     args = parser.parse_args(argv)
     if getattr(args, "index_url", "x") is None:
         from pipeline.realise.index import DEFAULT_INDEX

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.export.ipfs import car, dagpb
+from pipeline.export.ipfs.blocks import BlockSource
 from pipeline.export.ipfs.multiformats import CID, DAG_PB
 from pipeline.export.ipfs.unixfs import V0_2015, V1_2025, Importer, Tree, cid_of_file
 from pipeline.model.declaration import Artifact, Declaration
@@ -175,7 +176,7 @@ class Snapshot:
     manifest: str  # store digest of the snapshot manifest
 
 
-def walk(store: Store, root: CID) -> list[tuple[CID, bytes]]:
+def walk(store: BlockSource, root: CID) -> list[tuple[CID, bytes]]:
     """Every block of the DAG under ``root`` (depth-first, each once), read verified from the store."""
     out, seen, stack = [], set(), [root]
     while stack:

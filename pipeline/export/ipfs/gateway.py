@@ -33,6 +33,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pipeline.export.ipfs import car, dagpb
+from pipeline.export.ipfs.blocks import BlockSource
 from pipeline.export.ipfs.multiformats import CID, RAW, CIDError
 from pipeline.export.ipfs.unixfs import hamt_hash
 from pipeline.export.snapshot import JSON_INDEX, SNAPSHOT_KIND, walk
@@ -73,9 +74,9 @@ class Node:
 
 
 class DagReader:
-    """Reads UnixFS from the store's blocks, verifying every block."""
+    """Reads UnixFS from the store's blocks (or any verifying :class:`BlockSource`), verifying every block."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: BlockSource):
         self.store = store
 
     def node(self, cid: CID) -> Node:
@@ -189,7 +190,7 @@ def negotiate(accept: str | None, offered: list[str]) -> str | None:
 class GatewayServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], store: Store, max_concurrency: int = 16,
+    def __init__(self, address: tuple[str, int], store: BlockSource, max_concurrency: int = 16,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT):
         self.store = store
         self.reader = DagReader(store)
@@ -334,7 +335,8 @@ class GatewayHandler(BaseHTTPRequestHandler):
         self._send(body, "text/html; charset=utf-8", f'"DirIndex-{node.cid}"', head)
 
     def _landing(self, head: bool) -> None:
-        roots = [name for _, name, _ in self.server.store.list_refs(SNAPSHOT_KIND)]
+        store = self.server.store
+        roots = [name for _, name, _ in store.list_refs(SNAPSHOT_KIND)] if isinstance(store, Store) else []
         items = "".join(f'<li><a href="/ipfs/{r}/">{r}</a></li>' for r in roots)
         body = (f"<!DOCTYPE html><html><head><title>Wheelproof gateway</title></head><body>"
                 f"<h1>Snapshots in this store</h1><ul>{items}</ul></body></html>").encode()
