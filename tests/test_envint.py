@@ -13,7 +13,7 @@ from pipeline.export.snapshot import publish
 from pipeline.realise.fetch import fetch
 from pipeline.wheel.facts import facts_for
 
-from .conftest import needs_bwrap
+from .conftest import build_record, needs_bwrap
 from .test_snapshot import _fresh_env, gateway  # noqa: F401  (fixture)
 
 EVIL = ("import pathlib, tiny_lib\ntry:\n    pathlib.Path(tiny_lib.__file__).write_text('VALUE = 666\\n')\n"
@@ -31,7 +31,7 @@ def env_snapshot(world, **lib_files: str):
     for d in decls.values():
         for w in d.wheels:
             fetch(world.store, w, what=str(d.path))
-    records = {n: {"verdict": "identical", "derivation_id": "d" * 64} for n in decls}
+    records = {n: build_record("d" * 64, "identical", n) for n in decls}
     snap, published = publish(world.store, decls, records,
                               lambda d, w: facts_for(world.store, w.sha256, w.filename).metadata or b"",
                               log=lambda m: None)

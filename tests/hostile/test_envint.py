@@ -29,7 +29,8 @@ def _release(world, rel, key, **lib_files):
     snap, _, published = env_snapshot(world, **lib_files)
     wheels = [{"project": w.project, "version": w.version, "filename": w.wheel.filename, "sha256": w.wheel.sha256,
                "verdict": w.verdict, "tests": None} for w in published]
-    path, _ = rel.publish(key, snap.root, snap.car_path, wheels, {}, None, NOW, refuse_inside=[world.store_root])
+    path, _ = rel.publish(key, snap.root, snap.car_path, wheels, {}, None, NOW, refuse_inside=[world.store_root],
+                          state=world.root / "publisher.checkpoint")
     return snap, path
 
 
