@@ -62,6 +62,11 @@ def server():
 GOOD = hashlib.sha256(PAYLOAD).hexdigest()
 
 
+@pytest.fixture(autouse=True)
+def _loopback(monkeypatch):
+    monkeypatch.setenv("WHEELPROOF_ALLOW_LOOPBACK", "1")  # the server above is on 127.0.0.1
+
+
 def _art(server: str, path: str, sha: str = GOOD, size: int | None = len(PAYLOAD)) -> Artifact:
     return Artifact("x-1.0-py3-none-any.whl", f"{server}{path}", sha, size)
 
