@@ -28,6 +28,7 @@ def store() -> Store:
 def declarations() -> dict[str, Declaration]:
     """Every declaration; on any problem, print them all and exit 2 (nothing is built or written)."""
     try:
+        toolchain()  # builders/toolchain.toml is held to the same rules
         return dict(sorted(load_all(DECLARATIONS_DIR).items()))
     except DeclarationError as e:
         for p in e.problems:

@@ -15,13 +15,12 @@ import json
 import platform
 import sys
 import sysconfig
-import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.model.declaration import Artifact, Declaration
+from pipeline.model.declaration import Artifact, Declaration, parse_toolchain
 
 BUILDERS_DIR = Path(__file__).resolve().parents[2] / "builders"
 
@@ -38,8 +37,8 @@ def builder_digest(root: Path = BUILDERS_DIR) -> str:
 
 @cache
 def toolchain(root: Path = BUILDERS_DIR) -> tuple[Artifact, ...]:
-    doc = tomllib.loads((root / "toolchain.toml").read_text())
-    return tuple(Artifact(t["filename"], t["url"], t["sha256"], t.get("size")) for t in doc["tools"])
+    """The builder's pinned tools; a problem in the file raises DeclarationError (exit 2)."""
+    return parse_toolchain(root / "toolchain.toml")
 
 
 @cache
