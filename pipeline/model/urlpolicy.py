@@ -4,8 +4,12 @@ URLs (RFC 3986, split by ``urllib.parse.urlsplit``) must be ``https`` with a hos
 printable ASCII without whitespace. Plain ``http`` or ``https`` to ``localhost``/``127.0.0.1``/
 ``[::1]`` is allowed only when ``WHEELPROOF_ALLOW_LOOPBACK=1`` (the tests serve fixtures there).
 
-Addresses (``ipaddress``, IANA special-purpose registries, RFC 6890): a fetch connects only to
-globally routable unicast addresses; a loopback address only with the opt-in. Loading a
+Addresses (``ipaddress``; IANA special-purpose registries, RFC 6890): a fetch never connects to
+a place inside this machine or its network: unspecified, loopback (only with the opt-in),
+link-local (RFC 3927, RFC 4291: cloud metadata services live there), multicast, reserved, and
+private networks (RFC 1918, RFC 6598 shared space, RFC 4193 unique-local, site-local, 0.0.0.0/8).
+Documentation and benchmarking ranges (RFC 5737, RFC 2544) are not refused: some networks answer
+public names with them (a filtering resolver), and they reach nothing of ours. Loading a
 declaration checks the URL text; fetching checks the URL again, every redirect target, and the
 addresses the host name resolves to.
 """
@@ -15,12 +19,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import urllib.parse
+from typing import Final
 
 __all__ = ["ALLOW_LOOPBACK_ENV", "LOOPBACK_HOSTS", "address_problem", "loopback_allowed", "url_problem"]
 
 ALLOW_LOOPBACK_ENV = "WHEELPROOF_ALLOW_LOOPBACK"
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _OPT_IN = f"{ALLOW_LOOPBACK_ENV}=1"
+_PRIVATE: Final = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1122, 1918, 6598
+    "fc00::/7", "fec0::/10",  # RFC 4193 unique-local, RFC 3879 (deprecated) site-local
+))
 
 
 def loopback_allowed() -> bool:
@@ -65,10 +74,9 @@ def address_problem(address: str) -> str | None:
         ip = ip.ipv4_mapped
     if ip.is_loopback:
         return None if loopback_allowed() else f"loopback address {ip} (allowed only with {_OPT_IN})"
+    private = any(ip in net for net in _PRIVATE if net.version == ip.version)
     for kind, flag in (("unspecified", ip.is_unspecified), ("link-local", ip.is_link_local),
-                       ("multicast", ip.is_multicast), ("private", ip.is_private), ("reserved", ip.is_reserved)):
+                       ("multicast", ip.is_multicast), ("private", private), ("reserved", ip.is_reserved)):
         if flag:
             return f"{kind} address {ip}"
-    if not ip.is_global:
-        return f"non-public address {ip}"
     return None

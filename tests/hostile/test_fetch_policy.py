@@ -204,3 +204,30 @@ def test_server_chosen_reason_phrase_is_not_echoed(tmp_path, server, loopback):
     with pytest.raises(FetchError) as e:
         _fetch(Store(tmp_path), f"{server}/rude-404")
     assert "HTTP 404 Not Found" in str(e.value) and "evil" not in str(e.value) and "\x1b" not in str(e.value)
+
+
+@pytest.mark.parametrize("address,refusal", [
+    ("10.1.2.3", "private address 10.1.2.3"),
+    ("172.16.0.1", "private address 172.16.0.1"),
+    ("192.168.1.1", "private address 192.168.1.1"),
+    ("100.64.0.1", "private address 100.64.0.1"),
+    ("fd00::1", "private address fd00::1"),
+    ("::ffff:10.0.0.1", "private address 10.0.0.1"),  # IPv4-mapped IPv6 is judged as its IPv4 address
+    ("169.254.169.254", "link-local address 169.254.169.254"),
+    ("fe80::1%eth0", "link-local address fe80::1"),
+    ("0.0.0.0", "unspecified address 0.0.0.0"),
+    ("224.0.0.1", "multicast address 224.0.0.1"),
+    ("240.0.0.1", "reserved address 240.0.0.1"),
+    ("127.0.0.2", "loopback address 127.0.0.2"),
+    ("::1", "loopback address ::1"),
+    ("8.8.8.8", None),
+    ("2606:4700::1", None),
+])
+def test_address_classes(monkeypatch, address, refusal):
+    from pipeline.model.urlpolicy import address_problem
+
+    monkeypatch.delenv("WHEELPROOF_ALLOW_LOOPBACK", raising=False)
+    problem = address_problem(address)
+    assert (problem is None) if refusal is None else (problem is not None and problem.startswith(refusal))
+    monkeypatch.setenv("WHEELPROOF_ALLOW_LOOPBACK", "1")
+    assert (address_problem(address) is None) == (refusal is None or refusal.startswith("loopback"))
