@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.model.declaration import load
+from pipeline.model.declaration import load, path_for
 from pipeline.model.errors import DeclarationError
+
+from ..conftest import World
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
@@ -164,6 +166,32 @@ CASES = [
 ]
 
 
+@dataclass(frozen=True)
+class Tiny:
+    path: Path
+    declarations: Path
+
+
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A valid declaration's text, built once (its loopback URLs are never fetched here)."""
+    root = tmp_path_factory.mktemp("tiny")
+    world = World(root, root / "declarations", root / "store", root / "dist", "http://127.0.0.1:9")
+    world.declarations.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WHEELPROOF_ALLOW_LOOPBACK", "1")
+        return world.declare_tiny().path.read_text()
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, tiny_text: str, monkeypatch: pytest.MonkeyPatch) -> Tiny:
+    monkeypatch.setenv("WHEELPROOF_ALLOW_LOOPBACK", "1")
+    path = path_for("tiny", tmp_path / "declarations")
+    path.parent.mkdir(parents=True)
+    path.write_text(tiny_text)
+    return Tiny(path, tmp_path / "declarations")
+
+
 def _expected_line(text: str, marker: str) -> int:
     hits = [i for i, line in enumerate(text.splitlines(), 1) if marker in line]
     assert len(hits) == 1, (marker, hits)
@@ -178,54 +206,54 @@ def _problems(path: Path, root: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_field_is_a_located_problem(world, case):
-    decl = world.declare_tiny()
+def test_hostile_field_is_a_located_problem(tiny, case):
+    decl = tiny
     text = case.edit(decl.path.read_text())
     decl.path.write_text(text, encoding="utf-8")
-    problems = _problems(decl.path, world.declarations)
+    problems = _problems(decl.path, tiny.declarations)
     line = _expected_line(text, case.marker)
     prefix = f"{decl.path}:{line}: {case.field}: "
     assert any(p.startswith(prefix) and case.message in p for p in problems), (prefix, case.message, problems)
 
 
-def test_loopback_url_needs_the_opt_in(world, monkeypatch):
-    decl = world.declare_tiny()  # URLs are http://127.0.0.1:PORT/...
+def test_loopback_url_needs_the_opt_in(tiny, monkeypatch):
+    decl = tiny  # URLs are http://127.0.0.1:PORT/...
     monkeypatch.delenv("WHEELPROOF_ALLOW_LOOPBACK")
-    problems = _problems(decl.path, world.declarations)
+    problems = _problems(decl.path, tiny.declarations)
     lines = decl.path.read_text().splitlines()
     sdist_url = next(i for i, line in enumerate(lines, 1) if line.startswith("url = ") and "tiny-1.0.tar" in line)
     assert any(p.startswith(f"{decl.path}:{sdist_url}: sdist.url: ") and "WHEELPROOF_ALLOW_LOOPBACK=1" in p
                for p in problems), problems
 
 
-def test_brackets_inside_strings_are_not_nesting(world):
-    decl = world.declare_tiny()
+def test_brackets_inside_strings_are_not_nesting(tiny):
+    decl = tiny
     text = set_key(decl.path.read_text(), "", "accept-differs", '"' + "[{" * 200 + '"')
     decl.path.write_text(text)
-    assert load(decl.path, world.declarations).accept_differs == "[{" * 200
+    assert load(decl.path, tiny.declarations).accept_differs == "[{" * 200
 
 
-def test_deeply_nested_array_is_refused_before_parsing(world):
-    decl = world.declare_tiny()
+def test_deeply_nested_array_is_refused_before_parsing(tiny):
+    decl = tiny
     text = set_key(decl.path.read_text(), "", "dependencies", "[" * 5000 + "]" * 5000)
     decl.path.write_text(text)
-    (problem,) = _problems(decl.path, world.declarations)
+    (problem,) = _problems(decl.path, tiny.declarations)
     line = _expected_line(text, "dependencies = [[[")
     assert problem.startswith(f"{decl.path}:{line}: dependencies: ") and "nested more than" in problem, problem
 
 
-def test_deeply_nested_inline_table_is_refused_before_parsing(world):
-    decl = world.declare_tiny()
+def test_deeply_nested_inline_table_is_refused_before_parsing(tiny):
+    decl = tiny
     text = decl.path.read_text() + "\n[build.environment]\nX = " + "{ a = " * 5000 + "1" + " }" * 5000 + "\n"
     decl.path.write_text(text)
-    (problem,) = _problems(decl.path, world.declarations)
+    (problem,) = _problems(decl.path, tiny.declarations)
     line = _expected_line(text, "X = { a")
     assert problem.startswith(f"{decl.path}:{line}: build.environment.X: ") and "nested more than" in problem
 
 
-def test_two_mebibyte_file_is_refused_unparsed(world):
-    decl = world.declare_tiny()
+def test_two_mebibyte_file_is_refused_unparsed(tiny):
+    decl = tiny
     text = decl.path.read_text() + "# " + "x" * (2 << 20) + "\n"
     decl.path.write_text(text)
-    (problem,) = _problems(decl.path, world.declarations)
+    (problem,) = _problems(decl.path, tiny.declarations)
     assert re.match(rf"^{re.escape(str(decl.path))}:\d+: file size: .*more than the 1048576-byte limit", problem)
