@@ -48,6 +48,8 @@ from pipeline.model.declaration import (
 )
 from pipeline.model.derivation import toolchain
 from pipeline.model.errors import DeclarationError, IndexError_, Problem, WheelproofError
+from pipeline.model.filenames import sdist_problem, wheel_problem
+from pipeline.model.urlpolicy import url_problem
 from pipeline.realise.fetch import fetch
 from pipeline.realise.index import IndexFile, SimpleIndex
 from pipeline.store.local import Store, atomic_write
@@ -179,7 +181,8 @@ def resolve(requirements: list[str], index: SimpleIndex, before: str | None) -> 
         sha = item["download_info"].get("archive_info", {}).get("hashes", {}).get("sha256") or listed.sha256
         if not sha:
             raise IndexError_(f"no sha256 for {filename} on the index")
-        out.append(Resolved(canonicalize_name(name), version, Artifact(filename, listed.url, sha, listed.size)))
+        out.append(Resolved(canonicalize_name(name), version,
+                            _checked(Artifact(filename, listed.url, sha, listed.size), "wheel")))
     return sorted(out, key=lambda r: r.name)
 
 
@@ -228,10 +231,18 @@ def latest_version(index: SimpleIndex, name: str) -> str:
     return str(max(both))
 
 
+def _checked(a: Artifact, kind: str) -> Artifact:
+    """An artifact the index named, held to the declaration rules before it is fetched or staged."""
+    problem = (wheel_problem if kind == "wheel" else sdist_problem)(a.filename) or url_problem(a.url)
+    if problem:
+        raise IndexError_(f"the index lists an unusable file {a.filename!r} at {a.url!r}: {problem}")
+    return a
+
+
 def _artifact(f: IndexFile) -> Artifact:
     if not f.sha256:
         raise IndexError_(f"the index gives no sha256 for {f.filename}")
-    return Artifact(f.filename, f.url, f.sha256, f.size)
+    return _checked(Artifact(f.filename, f.url, f.sha256, f.size), "wheel" if f.filename.endswith(".whl") else "sdist")
 
 
 def _sized(store: Store, artifact: Artifact) -> Artifact:

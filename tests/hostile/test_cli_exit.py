@@ -108,3 +108,19 @@ def test_declare_writes_only_a_valid_declaration(world):
     else:
         raise AssertionError("a file: URL was written")
     assert list(decl.path.parent.iterdir()) == []
+
+
+def test_declare_refuses_an_index_file_name_before_staging_it():
+    from pipeline.model.errors import IndexError_
+    from pipeline.realise.declare import _artifact
+    from pipeline.realise.index import IndexFile
+
+    for filename, url in (("../../x-1.0.tar.gz", "https://files.example/x-1.0.tar.gz"),
+                          ("x-1.0.tar.gz", "file:///etc/passwd")):
+        f = IndexFile(filename, url, "a" * 64, 10, None, False, False)
+        try:
+            _artifact(f)
+        except IndexError_ as e:
+            assert "unusable file" in str(e)
+        else:
+            raise AssertionError(f"{filename} {url} accepted")
