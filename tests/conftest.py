@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
 import json
 import os
@@ -9,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +75,8 @@ def build_upstream(sdist: Path, dest: Path, sde: int = SDE) -> Path:
     return out / name
 
 
-def declaration_text(name: str, version: str, sdist: Path, wheel: Path, *, sde: int = SDE,
-                     extra: str = "", dependencies: list[str] | None = None) -> str:
+def declaration_text(name: str, version: str, sdist: Path, wheel: Path, *, url_of: Callable[[Path], str],
+                     sde: int = SDE, extra: str = "", dependencies: list[str] | None = None) -> str:
     s_sha, s_size = sha256_file(sdist)
     w_sha, w_size = sha256_file(wheel)
     deps = json.dumps(dependencies or [])
@@ -85,13 +89,13 @@ dependencies = {deps}
 
 [sdist]
 filename = "{sdist.name}"
-url = "{sdist.as_uri()}"
+url = "{url_of(sdist)}"
 sha256 = "{s_sha}"
 size = {s_size}
 
 [[wheels]]
 filename = "{wheel.name}"
-url = "{wheel.as_uri()}"
+url = "{url_of(wheel)}"
 sha256 = "{w_sha}"
 size = {w_size}
 
@@ -106,12 +110,20 @@ inputs = []
 
 @dataclass
 class World:
-    """A declarations tree, a store and a dist directory, all under tmp_path."""
+    """A declarations tree, a store and a dist directory, all under tmp_path.
+
+    Fixture files are served over HTTP on 127.0.0.1 (``base_url``), which the URL policy accepts
+    only because the ``world`` fixture sets WHEELPROOF_ALLOW_LOOPBACK=1.
+    """
 
     root: Path
     declarations: Path
     store_root: Path
     dist: Path
+    base_url: str = ""
+
+    def url_of(self, path: Path) -> str:
+        return f"{self.base_url}/{path.relative_to(self.root).as_posix()}"
 
     @property
     def store(self) -> Store:
@@ -127,7 +139,7 @@ class World:
             _rewrite_member(wheel, f"{name.replace('-', '_')}.py", b"X = 2\n")
         path = path_for(name, self.declarations)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(declaration_text(name, version, sdist, wheel,
+        path.write_text(declaration_text(name, version, sdist, wheel, url_of=self.url_of,
                                          dependencies=list(spec.get("dependencies", [])),  # type: ignore[call-overload]
                                          extra=test_table))
         return load(path, self.declarations)
@@ -156,9 +168,27 @@ def _rewrite_member(wheel: Path, member: str, data: bytes) -> None:
     tmp.replace(wheel)
 
 
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    w = World(tmp_path, tmp_path / "declarations", tmp_path / "store", tmp_path / "dist")
+def file_server(tmp_path: Path) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` serving tmp_path (declarations may name it with the loopback opt-in)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            functools.partial(_QuietFiles, directory=str(tmp_path)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def world(tmp_path: Path, file_server: str, monkeypatch: pytest.MonkeyPatch) -> World:
+    monkeypatch.setenv("WHEELPROOF_ALLOW_LOOPBACK", "1")  # the fixtures are served on 127.0.0.1
+    w = World(tmp_path, tmp_path / "declarations", tmp_path / "store", tmp_path / "dist", file_server)
     w.declarations.mkdir()
     return w
 

@@ -100,8 +100,8 @@ def test_declared_test_source_when_the_sdist_has_none(world):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-    sha, _ = sha256_file(archive)
-    table = f'source = {{ url = "{archive.as_uri()}", sha256 = "{sha}" }}\n'
+    sha, size = sha256_file(archive)
+    table = f'source = {{ url = "{world.url_of(archive)}", sha256 = "{sha}", size = {size} }}\n'
     world.declare_tiny("tiny", test_table="\n[test]\n" + UNITTEST + table)  # the sdist itself has no tests
     decls = load_all(world.declarations)
     p = testing.plan(decls["tiny"], decls)

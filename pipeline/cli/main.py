@@ -51,9 +51,23 @@ def _gc(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from pipeline.model.declaration import DECLARATIONS_DIR, load_all
+    from pipeline.model.derivation import toolchain
+    from pipeline.model.errors import DeclarationError
 
-    decls = load_all(DECLARATIONS_DIR)
-    print(f"{len(decls)} declarations are valid")
+    problems = []
+    decls: dict = {}
+    tools: tuple = ()
+    try:
+        decls = load_all(DECLARATIONS_DIR)
+    except DeclarationError as e:
+        problems += e.problems
+    try:
+        tools = toolchain()
+    except DeclarationError as e:
+        problems += e.problems
+    if problems:
+        raise DeclarationError(problems)
+    print(f"{len(decls)} declarations are valid; builders/toolchain.toml: {len(tools)} tools are valid")
     return 0
 
 

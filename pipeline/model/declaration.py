@@ -9,7 +9,6 @@ problem of every file at once, each with file, line and field.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,21 +18,20 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag, sys_tags
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
+from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from pipeline.model import limits
 from pipeline.model.errors import DeclarationError, Problem
+from pipeline.model.filenames import archive_problem, sdist_problem, wheel_problem
 from pipeline.model.locations import DECLARATIONS_DIR, DECLARATIONS_ENV, NON_DECLARATIONS  # noqa: F401  (re-exported)
+from pipeline.model.tomlguard import control_problem, guarded_loads, iter_strings, read_bounded
+from pipeline.model.urlpolicy import url_problem
 
 SCHEMA = 1
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROJECT_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)  # PEP 508 names
 FieldPath = tuple[str | int, ...]
 
 
@@ -48,7 +46,11 @@ def path_for(name: str, root: Path = DECLARATIONS_DIR) -> Path:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file pinned by content: fetched only if its SHA-256 (and size, when given) match."""
+    """A file pinned by content: fetched only if its SHA-256 and size match.
+
+    Every declared artifact has a size; only ``declare`` handles unsized ones (from an index page
+    without sizes) until the download tells it the size.
+    """
 
     filename: str
     url: str
@@ -245,39 +247,66 @@ class _Reader:
         return out
 
 
-def _artifact(r: _Reader, t: dict[str, Any], fpath: FieldPath, kind: str, *, size_required: bool,
-              reason_required: bool = False, filename_required: bool = True) -> Artifact | None:
+def _artifact(r: _Reader, t: dict[str, Any], fpath: FieldPath, kind: str, *, project: str | None = None,
+              version: str | None = None, reason_required: bool = False,
+              filename_required: bool = True) -> Artifact | None:
+    """One pinned file; ``kind`` is ``sdist``, ``wheel`` or ``archive`` (a test source)."""
     allowed = ["filename", "url", "sha256", "size"] + (["reason"] if reason_required else [])
     r.check_keys(t, allowed, fpath)
     filename = r.get(t, "filename", str, fpath, required=filename_required, default=None)
     url = r.get(t, "url", str, fpath)
     sha256 = r.get(t, "sha256", str, fpath)
-    size = r.get(t, "size", int, fpath, required=size_required)
+    size = r.get(t, "size", int, fpath)
     reason = r.get(t, "reason", str, fpath, required=reason_required)
     ok = True
-    if url is not None and not url.startswith(("https://", "http://", "file://")):
-        r.problem(fpath + ("url",), f"not an http(s) or file URL: {url!r}")
+    if url is not None and (problem := url_problem(url)):
+        r.problem(fpath + ("url",), problem)
         ok = False
     if sha256 is not None and not _HEX64.match(sha256):
         r.problem(fpath + ("sha256",), "must be 64 lowercase hex digits")
         ok = False
-    if size is not None and size <= 0:
-        r.problem(fpath + ("size",), f"must be a positive byte count, got {size}")
+    if size is not None and not 0 < size <= limits.MAX_ARTIFACT_SIZE:
+        r.problem(fpath + ("size",), f"must be a byte count between 1 and {limits.MAX_ARTIFACT_SIZE}, got {size}")
         ok = False
-    if filename is None and url is not None and filename_required is False:
-        filename = url.rsplit("/", 1)[-1].split("#", 1)[0]
+    name_field = "filename"
+    if filename is None and url is not None and not filename_required:
+        filename, name_field = url.rsplit("/", 1)[-1].split("#", 1)[0].split("?", 1)[0], "url"
     if filename is not None:
-        try:
-            if kind == "wheel":
-                parse_wheel_filename(filename)
-            elif kind == "sdist":
-                parse_sdist_filename(filename)
-        except (InvalidWheelFilename, InvalidSdistFilename) as e:
-            r.problem(fpath + ("filename",), str(e))
+        if kind == "wheel":
+            problem = wheel_problem(filename, project, version)
+        elif kind == "sdist":
+            problem = sdist_problem(filename, project, version)
+        else:
+            problem = archive_problem(filename)
+        if problem:
+            r.problem(fpath + (name_field,), problem)
             ok = False
-    if not ok or None in (filename, url, sha256) or (size_required and size is None):
+    if not ok or None in (filename, url, sha256, size):
         return None
     return Artifact(filename, url, sha256, size, reason)
+
+
+def _unique(r: _Reader, items: list[tuple[FieldPath, Artifact]]) -> None:
+    """No file name and no sha256 twice in one list (they would be staged over one another)."""
+    seen: dict[tuple[str, str], FieldPath] = {}
+    for fpath, a in items:
+        for key in ("filename", "sha256"):
+            value = getattr(a, key)
+            if (key, value) in seen:
+                r.problem(fpath + (key,), f"listed twice (also at {_render(seen[key, value])}): {value}")
+            else:
+                seen[key, value] = fpath
+
+
+def _artifacts(r: _Reader, t: dict[str, Any], key: str, fpath: FieldPath, kind: str, *, required: bool = False,
+               reason_required: bool = False, **owner: str | None) -> list[tuple[FieldPath, Artifact]]:
+    out = []
+    for i, item in enumerate(r.tables(t, key, fpath, required=required)):
+        p = fpath + (key, i)
+        a = _artifact(r, item, p, kind, reason_required=reason_required, **owner)  # type: ignore[arg-type]
+        if a:
+            out.append((p, a))
+    return out
 
 
 def _requirements(r: _Reader, t: dict[str, Any], key: str, fpath: FieldPath, required: bool) -> list[str]:
@@ -308,21 +337,23 @@ def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
                      "extra-inputs", "environment"], fp)
     backend = r.get(t, "backend", str, fp)
     backend_path = r.str_list(t, "backend-path", fp)
+    for i, entry in enumerate(backend_path):
+        parts = entry.replace("\\", "/").split("/")
+        if entry.startswith("/") or "\\" in entry or ".." in parts or not entry:
+            r.problem(fp + ("backend-path", i), f"must be a relative path inside the source tree (PEP 517), "
+                                                f"got {entry!r}")
     requires = _requirements(r, t, "requires", fp, required=True)
     generator = r.get(t, "generator", str, fp, required=False)
     sde = r.get(t, "source-date-epoch", int, fp)
-    if isinstance(sde, int) and sde < 315532800:
-        r.problem(fp + ("source-date-epoch",), "must be at least 315532800 (1980-01-01, the zip epoch)")
-    inputs = []
-    for i, item in enumerate(r.tables(t, "inputs", fp, required=True)):
-        a = _artifact(r, item, fp + ("inputs", i), "wheel", size_required=False)
-        if a:
-            inputs.append(a)
-    extra = []
-    for i, item in enumerate(r.tables(t, "extra-inputs", fp)):
-        a = _artifact(r, item, fp + ("extra-inputs", i), "wheel", size_required=False, reason_required=True)
-        if a:
-            extra.append(a)
+    if isinstance(sde, int) and not limits.ZIP_EPOCH_MIN <= sde <= limits.ZIP_EPOCH_MAX:
+        r.problem(fp + ("source-date-epoch",), f"must be between {limits.ZIP_EPOCH_MIN} and {limits.ZIP_EPOCH_MAX} "
+                                              "(1980-01-01 .. 2107-12-31, what a zip timestamp can hold)")
+        sde = None
+    located = _artifacts(r, t, "inputs", fp, "wheel", required=True)
+    located += _artifacts(r, t, "extra-inputs", fp, "wheel", reason_required=True)
+    _unique(r, located)  # both are staged in one directory
+    inputs = [a for p, a in located if p[1] == "inputs"]
+    extra = [a for p, a in located if p[1] == "extra-inputs"]
     env = []
     for key, value in r.table(t, "environment", fp, required=False).items():
         p = fp + ("environment", key)
@@ -354,14 +385,15 @@ def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:
     source = None
     if "source" in t:
         s = r.table(t, "source", fp)
-        source = _artifact(r, s, fp + ("source",), "any", size_required=False, filename_required=False)
+        source = _artifact(r, s, fp + ("source",), "archive", filename_required=False)
     known = r.get(t, "known-failure", str, fp, required=False)
     timeout = r.get(t, "timeout", int, fp, required=False, default=600)
-    inputs = []
-    for i, item in enumerate(r.tables(t, "inputs", fp)):
-        a = _artifact(r, item, fp + ("inputs", i), "wheel", size_required=False)
-        if a:
-            inputs.append(a)
+    if not limits.MIN_TEST_TIMEOUT <= timeout <= limits.MAX_TEST_TIMEOUT:
+        r.problem(fp + ("timeout",), f"must be between {limits.MIN_TEST_TIMEOUT} and {limits.MAX_TEST_TIMEOUT} "
+                                     f"seconds, got {timeout}")
+    located = _artifacts(r, t, "inputs", fp, "wheel")
+    _unique(r, located)
+    inputs = [a for _, a in located]
     return TestSpec(tuple(requires), tuple(command), source, _reasoned(r, t, "deselect", fp),
                     _reasoned(r, t, "ignore", fp), known, timeout, tuple(inputs))
 
@@ -373,13 +405,14 @@ TOP_LEVEL = ["schema", "name", "version", "requires-python", "extras", "dependen
 def parse(path: Path, text: str, problems: list[Problem], root: Path | None = None) -> Declaration | None:
     """Parse one declaration's text; append problems; return the declaration if it has none."""
     before = len(problems)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"line (\d+)", str(e))
-        problems.append(Problem(path, int(m.group(1)) if m else None, "", f"malformed TOML: {e}"))
+    doc, problem = guarded_loads(path, text)
+    if doc is None:
+        problems.append(problem)  # type: ignore[arg-type]
         return None
     r = _Reader(path, text, problems)
+    for fpath, value in iter_strings(doc):
+        if bad := control_problem(value):
+            r.problem(fpath, bad)
     r.check_keys(doc, TOP_LEVEL, ())
     schema = r.get(doc, "schema", int, ())
     if schema is not None and schema != SCHEMA:
@@ -391,6 +424,12 @@ def parse(path: Path, text: str, problems: list[Problem], root: Path | None = No
             Version(version)
         except InvalidVersion:
             r.problem(("version",), f"not a PEP 440 version: {version!r}")
+    if name is not None and not name.isascii():
+        r.problem(("name",), f"has non-ASCII characters: {name!r}")
+        name = None
+    elif name is not None and not _PROJECT_NAME.match(name):
+        r.problem(("name",), f"not a valid project name (PEP 508): {name!r}")
+        name = None
     if name is not None:
         canonical = canonicalize_name(name)
         if path.stem != canonical:
@@ -407,12 +446,11 @@ def parse(path: Path, text: str, problems: list[Problem], root: Path | None = No
             r.problem(("requires-python",), f"not a PEP 440 specifier set: {rp!r}")
     extras = r.str_list(doc, "extras", ())
     deps = _requirements(r, doc, "dependencies", (), required=False)
-    sdist = _artifact(r, r.table(doc, "sdist", ()), ("sdist",), "sdist", size_required=True)
-    wheels = []
-    for i, item in enumerate(r.tables(doc, "wheels", (), required=True)):
-        a = _artifact(r, item, ("wheels", i), "wheel", size_required=True)
-        if a:
-            wheels.append(a)
+    owner = {"project": name, "version": version}
+    sdist = _artifact(r, r.table(doc, "sdist", ()), ("sdist",), "sdist", **owner)
+    located = _artifacts(r, doc, "wheels", (), "wheel", required=True, **owner)
+    _unique(r, located)
+    wheels = [a for _, a in located]
     if "wheels" in doc and not doc["wheels"]:
         r.problem(("wheels",), "at least one upstream wheel is required")
     build = _build(r, r.table(doc, "build", ()))
@@ -440,10 +478,9 @@ def iter_paths(root: Path = DECLARATIONS_DIR) -> Iterator[Path]:
 
 def read_one(path: Path, problems: list[Problem], root: Path | None = None) -> Declaration | None:
     """Read and parse one declaration file; append its problems."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        problems.append(Problem(path, None, "", f"cannot read: {e}"))
+    text, problem = read_bounded(path)
+    if text is None:
+        problems.append(problem)  # type: ignore[arg-type]
         return None
     return parse(path, text, problems, root)
 
@@ -470,3 +507,24 @@ def load_all(root: Path = DECLARATIONS_DIR, read: Reader = read_one) -> dict[str
     if problems:
         raise DeclarationError(problems)
     return out
+
+
+def parse_toolchain(path: Path) -> tuple[Artifact, ...]:
+    """``builders/toolchain.toml``: ``[[tools]]`` wheels, held to the declarations' artifact rules."""
+    problems: list[Problem] = []
+    text, problem = read_bounded(path)
+    if text is None:
+        raise DeclarationError([problem])  # type: ignore[list-item]
+    doc, problem = guarded_loads(path, text)
+    if doc is None:
+        raise DeclarationError([problem])  # type: ignore[list-item]
+    r = _Reader(path, text, problems)
+    for fpath, value in iter_strings(doc):
+        if bad := control_problem(value):
+            r.problem(fpath, bad)
+    r.check_keys(doc, ["tools"], ())
+    located = _artifacts(r, doc, "tools", (), "wheel", required=True)
+    _unique(r, located)
+    if problems:
+        raise DeclarationError(problems)
+    return tuple(a for _, a in located)

@@ -15,7 +15,6 @@ import json
 import platform
 import sys
 import sysconfig
-import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -40,10 +39,10 @@ def builder_digest(root: Path = BUILDERS_DIR) -> str:
 
 @cache
 def toolchain(root: Path = BUILDERS_DIR) -> tuple[Artifact, ...]:
-    from pipeline.model.declaration import Artifact
+    """The builder's pinned tools; a problem in the file raises DeclarationError (exit 2)."""
+    from pipeline.model.declaration import parse_toolchain
 
-    doc = tomllib.loads((root / "toolchain.toml").read_text())
-    return tuple(Artifact(t["filename"], t["url"], t["sha256"], t.get("size")) for t in doc["tools"])
+    return parse_toolchain(root / "toolchain.toml")
 
 
 @cache

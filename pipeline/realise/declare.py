@@ -36,9 +36,20 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-from pipeline.model.declaration import DECLARATIONS_DIR, SCHEMA, Artifact, BuildSpec, Declaration, load, path_for
+from pipeline.model.declaration import (
+    DECLARATIONS_DIR,
+    SCHEMA,
+    Artifact,
+    BuildSpec,
+    Declaration,
+    load,
+    parse,
+    path_for,
+)
 from pipeline.model.derivation import toolchain
-from pipeline.model.errors import IndexError_, WheelproofError
+from pipeline.model.errors import DeclarationError, IndexError_, Problem, WheelproofError
+from pipeline.model.filenames import sdist_problem, wheel_problem
+from pipeline.model.urlpolicy import url_problem
 from pipeline.realise.fetch import fetch
 from pipeline.realise.index import IndexFile, SimpleIndex
 from pipeline.store.local import Store, atomic_write
@@ -170,7 +181,8 @@ def resolve(requirements: list[str], index: SimpleIndex, before: str | None) -> 
         sha = item["download_info"].get("archive_info", {}).get("hashes", {}).get("sha256") or listed.sha256
         if not sha:
             raise IndexError_(f"no sha256 for {filename} on the index")
-        out.append(Resolved(canonicalize_name(name), version, Artifact(filename, listed.url, sha, listed.size)))
+        out.append(Resolved(canonicalize_name(name), version,
+                            _checked(Artifact(filename, listed.url, sha, listed.size), "wheel")))
     return sorted(out, key=lambda r: r.name)
 
 
@@ -219,10 +231,25 @@ def latest_version(index: SimpleIndex, name: str) -> str:
     return str(max(both))
 
 
+def _checked(a: Artifact, kind: str) -> Artifact:
+    """An artifact the index named, held to the declaration rules before it is fetched or staged."""
+    problem = (wheel_problem if kind == "wheel" else sdist_problem)(a.filename) or url_problem(a.url)
+    if problem:
+        raise IndexError_(f"the index lists an unusable file {a.filename!r} at {a.url!r}: {problem}")
+    return a
+
+
 def _artifact(f: IndexFile) -> Artifact:
     if not f.sha256:
         raise IndexError_(f"the index gives no sha256 for {f.filename}")
-    return Artifact(f.filename, f.url, f.sha256, f.size)
+    return _checked(Artifact(f.filename, f.url, f.sha256, f.size), "wheel" if f.filename.endswith(".whl") else "sdist")
+
+
+def _sized(store: Store, artifact: Artifact) -> Artifact:
+    """``artifact`` with its size, from the verified stored copy when the index gave none."""
+    if artifact.size is not None:
+        return artifact
+    return replace(artifact, size=store.verified_path(artifact.sha256).stat().st_size)
 
 
 def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None = None,
@@ -245,12 +272,17 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
     sdist = _artifact(sdist_file)
     wheels = [_artifact(w) for w in wheel_files]
     fetch(store, sdist, what=what, log=log)
+    sdist = _sized(store, sdist)
     path = path_for(name, root)
     existing = load(path, root) if path.exists() else None
     provisional = Declaration(path, name, version, None, (), (), sdist, tuple(wheels),
                               BuildSpec("", (), (), None, 315532800, ()))
     upstream = provisional.wheel_for_build()
     fetch(store, upstream, what=what, log=log)
+    for w in wheels:
+        fetch(store, w, what=what, log=log)  # every published wheel's size is pinned
+    wheels = [_sized(store, w) for w in wheels]
+    provisional = replace(provisional, wheels=tuple(wheels))
     facts = wheel_facts(store.verified_path(upstream.sha256))
     build_system = sdist_build_system(store.verified_path(sdist.sha256))
     requires = list(build_system.get("requires", []))
@@ -273,6 +305,8 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
                        dependencies=tuple(facts.dependencies), build=build)
         for a in build.all_inputs + toolchain():
             fetch(store, a, what=what, log=log)
+        build = replace(build, inputs=tuple(_sized(store, a) for a in build.inputs))
+        decl = replace(decl, build=build)
         with tempfile.TemporaryDirectory(dir=store.tmp, prefix="declare-") as tmp:
             run = run_builder(store, decl, PRIMARY, Path(tmp) / "requires", phase="requires", timeout=600)
         if run.status != 0:
@@ -298,21 +332,26 @@ def _array(values: list[str]) -> Any:
     return arr
 
 
-def _aot(artifacts: tuple[Artifact, ...] | list[Artifact], with_size: bool = True) -> Any:
+def _aot(artifacts: tuple[Artifact, ...] | list[Artifact]) -> Any:
     aot = tomlkit.aot()
     for a in artifacts:
         t = tomlkit.table()
         t["filename"] = a.filename
         t["url"] = a.url
         t["sha256"] = a.sha256
-        if with_size and a.size is not None:
+        if a.size is not None:  # an unsized artifact is written only to be refused below
             t["size"] = a.size
         aot.append(t)
     return aot
 
 
 def write(decl: Declaration, existing_path: Path | None = None, resolved_before: str | None = None) -> None:
-    """Write ``decl`` as TOML, editing an existing file in place so comments and order survive."""
+    """Write ``decl`` as TOML, editing an existing file in place so comments and order survive.
+
+    The text is validated as any declaration is loaded before it is written: a declaration that
+    would not load (an unsized input, a URL the policy refuses, ...) raises DeclarationError and
+    nothing is written.
+    """
     if existing_path is not None:
         doc = tomlkit.parse(existing_path.read_text())
     else:
@@ -331,7 +370,8 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
     sdist = doc.get("sdist") or tomlkit.table()
     for key, value in (("filename", decl.sdist.filename), ("url", decl.sdist.url),
                        ("sha256", decl.sdist.sha256), ("size", decl.sdist.size)):
-        sdist[key] = value
+        if value is not None:
+            sdist[key] = value
     doc["sdist"] = sdist
     doc["wheels"] = _aot(decl.wheels)
     build = doc.get("build") or tomlkit.table()
@@ -345,6 +385,10 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
     build["source-date-epoch"] = b.source_date_epoch
     if resolved_before:
         build["source-date-epoch"].comment(f"newest timestamp in the upstream wheel; inputs as of {resolved_before}")
-    build["inputs"] = _aot(b.inputs, with_size=False)
+    build["inputs"] = _aot(b.inputs)
     doc["build"] = build
-    atomic_write(decl.path, tomlkit.dumps(doc).encode())
+    text = tomlkit.dumps(doc)
+    problems: list[Problem] = []
+    if parse(decl.path, text, problems) is None or problems:
+        raise DeclarationError(problems or [Problem(decl.path, None, "", "the generated text does not load")])
+    atomic_write(decl.path, text.encode())
