@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from build_wheel import IsolatedEnv, extract_sdist  # noqa: E402  (the same env and unpacking as builds)
+from build_wheel import MAX_EXTRACT, MAX_RATIO, IsolatedEnv, extract_sdist  # noqa: E402  (the same env and unpacking as builds)
 
 
 def top_level_modules(wheel: Path) -> list[str]:
@@ -58,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="/out")
     ap.add_argument("--wheel", help="filename of the wheel under test")
     ap.add_argument("--spec", help="JSON: command, deselect, ignore")
+    ap.add_argument("--max-extract", type=int, default=MAX_EXTRACT, help="prepare: bytes the source may unpack to")
+    ap.add_argument("--max-ratio", type=int, default=MAX_RATIO, help="prepare: unpacked/archive size ratio")
     args = ap.parse_args(argv)
     inputs, out = Path(args.inputs), Path(args.out)
     result: dict[str, object] = {"phase": args.phase}
     if args.phase == "prepare":
         IsolatedEnv.create(Path(args.env), sorted((inputs / "wheels").glob("*.whl")))
         (source,) = sorted((inputs / "source").iterdir())
-        result["top"] = extract_sdist(source, Path(args.extract)).name
+        result["top"] = extract_sdist(source, Path(args.extract), args.max_extract, args.max_ratio).name
     else:
         env = IsolatedEnv(Path(args.env))
         spec = json.loads(args.spec)

@@ -30,6 +30,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from pipeline.model.errors import DeclarationError, Problem
+from pipeline.model.limits import DEFAULT_LIMITS, Limits, parse_limits
 
 SCHEMA = 1
 NON_DECLARATIONS = {"environments.toml"}  # reviewed data beside the shards that is not a project
@@ -77,6 +78,7 @@ class BuildSpec:
     inputs: tuple[Artifact, ...]
     extra_inputs: tuple[Artifact, ...] = ()
     environment: tuple[EnvOverride, ...] = ()
+    limits: Limits = DEFAULT_LIMITS  # [build.limits]: raised with a reason (pipeline/model/limits.py)
 
     @property
     def all_inputs(self) -> tuple[Artifact, ...]:
@@ -308,7 +310,7 @@ def _reasoned(r: _Reader, t: dict[str, Any], key: str, fpath: FieldPath) -> tupl
 def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
     fp: FieldPath = ("build",)
     r.check_keys(t, ["backend", "backend-path", "requires", "generator", "source-date-epoch", "inputs",
-                     "extra-inputs", "environment"], fp)
+                     "extra-inputs", "environment", "limits"], fp)
     backend = r.get(t, "backend", str, fp)
     backend_path = r.str_list(t, "backend-path", fp)
     requires = _requirements(r, t, "requires", fp, required=True)
@@ -342,10 +344,11 @@ def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
     names = [parse_wheel_filename(a.filename)[0] for a in inputs + extra]
     for n in sorted({n for n in names if names.count(n) > 1}):
         r.problem(fp + ("inputs",), f"more than one input wheel of project {n}")
+    limits = parse_limits(t["limits"], r.problem, fp + ("limits",)) if "limits" in t else DEFAULT_LIMITS
     if backend is None or sde is None:
         return None
     return BuildSpec(backend, tuple(backend_path), tuple(requires), generator, sde, tuple(inputs), tuple(extra),
-                     tuple(sorted(env, key=lambda e: e.name)))
+                     tuple(sorted(env, key=lambda e: e.name)), limits)
 
 
 def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:
