@@ -48,6 +48,16 @@ def junit_counts(path: Path) -> dict[str, float]:
     return total
 
 
+def failed_ids(output: str) -> list[str]:
+    """Node ids from pytest's short test summary (``-rfE``): ``FAILED id - message`` / ``ERROR id``."""
+    ids = set()
+    for line in output.splitlines():
+        for kind in ("FAILED ", "ERROR "):
+            if line.startswith(kind):
+                ids.add(line[len(kind):].split(" - ", 1)[0].strip())
+    return sorted(ids)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("phase", choices=["prepare", "run"])
@@ -98,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         result["seconds"] = round(time.monotonic() - started, 3)
         if is_pytest and (out / "junit.xml").is_file():
             result["counts"] = junit_counts(out / "junit.xml")
+            result["failed_ids"] = failed_ids(proc.stdout)
         elif m := re.search(r"^Ran (\d+) tests? in ([\d.]+)s", proc.stdout, re.M):
             tail = proc.stdout[m.end():]
             result["counts"] = {"tests": float(m.group(1)), "time": float(m.group(2)), **{

@@ -146,7 +146,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
 
 def tested(name: str) -> bool:
     decl = declarations()[name]
-    return testing.load_result(store(), testing.plan(decl, declarations())) is not None
+    return testing.is_up_to_date(testing.load_result(store(), testing.plan(decl, declarations())))
 
 
 def test_one(name: str) -> bool:

@@ -100,9 +100,11 @@ class TestSpec:
     source: Artifact | None = None
     deselect: tuple[Deselection, ...] = ()
     ignore: tuple[Deselection, ...] = ()
-    known_failure: str | None = None
+    known_failure: str | None = None  # the reason some tests are expected to fail...
     timeout: int = 600
     inputs: tuple[Artifact, ...] = ()
+    known_failing: tuple[str, ...] = ()  # ...and exactly which (pytest node ids)
+    environment: tuple[EnvOverride, ...] = ()  # [test.environment]: set for the test run only
 
 
 @dataclass(frozen=True)
@@ -354,14 +356,14 @@ def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
 def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:
     fp: FieldPath = ("test",)
     r.check_keys(t, ["requires", "command", "source", "deselect", "ignore", "known-failure", "timeout",
-                     "inputs"], fp)
+                     "inputs", "environment"], fp)
     requires = _requirements(r, t, "requires", fp, required=False)
     command = r.str_list(t, "command", fp)
     source = None
     if "source" in t:
         s = r.table(t, "source", fp)
         source = _artifact(r, s, fp + ("source",), "any", size_required=False, filename_required=False)
-    known = r.get(t, "known-failure", str, fp, required=False)
+    known, failing = _known_failure(r, t.get("known-failure"), fp + ("known-failure",))
     timeout = r.get(t, "timeout", int, fp, required=False, default=600)
     inputs = []
     for i, item in enumerate(r.tables(t, "inputs", fp)):
@@ -369,7 +371,38 @@ def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:
         if a:
             inputs.append(a)
     return TestSpec(tuple(requires), tuple(command), source, _reasoned(r, t, "deselect", fp),
-                    _reasoned(r, t, "ignore", fp), known, timeout, tuple(inputs))
+                    _reasoned(r, t, "ignore", fp), known, timeout, tuple(inputs), failing,
+                    _test_environment(r, t, fp))
+
+
+def _known_failure(r: _Reader, value: object, fp: FieldPath) -> tuple[str | None, tuple[str, ...]]:
+    """``known-failure = { reason = "…", tests = ["path::test", …] }``: why, and exactly which tests fail."""
+    if value is None:
+        return None, ()
+    if not isinstance(value, dict):
+        r.problem(fp, 'expected { reason = "…", tests = ["tests/test_x.py::test_y", …] }: name the test ids '
+                      "expected to fail, so any other failure (or one of them passing) fails the run")
+        return None, ()
+    r.check_keys(value, ["reason", "tests"], fp)
+    reason = r.get(value, "reason", str, fp)
+    tests = r.str_list(value, "tests", fp, required=True)
+    if "tests" in value and not tests:
+        r.problem(fp + ("tests",), "name at least one test id")
+    return reason, tuple(tests)
+
+
+def _test_environment(r: _Reader, t: dict[str, Any], fp: FieldPath) -> tuple[EnvOverride, ...]:
+    env = []
+    for key, value in r.table(t, "environment", fp, required=False).items():
+        p = fp + ("environment", key)
+        if not _ENV_NAME.match(key) or not isinstance(value, dict):
+            r.problem(p, 'expected NAME = {value = "…", reason = "…"}')
+            continue
+        r.check_keys(value, ["value", "reason"], p)
+        v, reason = r.get(value, "value", str, p), r.get(value, "reason", str, p)
+        if v is not None and reason is not None:
+            env.append(EnvOverride(key, v, reason))
+    return tuple(sorted(env, key=lambda e: e.name))
 
 
 TOP_LEVEL = ["schema", "name", "version", "requires-python", "extras", "dependencies", "sdist", "wheels",
