@@ -48,13 +48,19 @@ def junit_counts(path: Path) -> dict[str, float]:
     return total
 
 
+UNITTEST_FAILURE = re.compile(r"^(?:FAIL|ERROR): \S+ \(([^)]+)\)")
+
+
 def failed_ids(output: str) -> list[str]:
-    """Node ids from pytest's short test summary (``-rfE``): ``FAILED id - message`` / ``ERROR id``."""
+    """Failing test ids: pytest's short summary (``-rfE``: ``FAILED id - message``, ``ERROR id``), or
+    unittest's ``FAIL: test_x (package.module.Class.test_x)`` headings (the dotted name)."""
     ids = set()
     for line in output.splitlines():
         for kind in ("FAILED ", "ERROR "):
             if line.startswith(kind):
                 ids.add(line[len(kind):].split(" - ", 1)[0].strip())
+        if m := UNITTEST_FAILURE.match(line):
+            ids.add(m.group(1))
     return sorted(ids)
 
 
@@ -114,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             result["counts"] = {"tests": float(m.group(1)), "time": float(m.group(2)), **{
                 k: float(x.group(1)) if (x := re.search(rf"{key}=(\d+)", tail)) else 0.0
                 for k, key in (("failures", "failures"), ("errors", "errors"), ("skipped", "skipped"))}}
+            result["failed_ids"] = failed_ids(proc.stdout)
     (out / f"{args.phase}.json").write_text(json.dumps(result, indent=1))
     return 0
 

@@ -4,7 +4,9 @@ Whoever runs the pipeline (root included), a sandboxed command runs as uid/gid 1
 a new user namespace with every capability dropped (``--cap-drop ALL``), no further user namespaces
 (``--disable-userns``) and ``PR_SET_NO_NEW_PRIVS`` (bubblewrap always sets it: setuid binaries do not
 elevate). It cannot remount anything: ``mount -o remount,rw`` fails with EPERM, and the read-only binds
-stay read-only. Bubblewrap itself is started with an empty environment, so ``/proc/1/environ`` (the
+stay read-only. When root runs the pipeline the builder is host uid 0 underneath, which file modes
+favour: so ``/proc/sys`` (bubblewrap leaves it writable; ``kernel.core_pattern`` is global) and the other
+writable global ``/proc`` files are bound read-only. Bubblewrap itself is started with an empty environment, so ``/proc/1/environ`` (the
 namespace's init is bubblewrap) holds nothing of the host; the command's environment is exactly what the
 caller gives (``--clearenv`` then ``--setenv``).
 
@@ -62,6 +64,9 @@ _ETC = {
     "hostname": "wheelproof\n",
     "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
 }
+# Writable by file mode to host uid 0 — which the builder is, through its user namespace, when the pipeline
+# runs as root — and not namespaced (kernel.core_pattern would run a program on the host): read-only.
+_PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/mtrr", "/proc/pressure")
 _TMPFS_SIZE = 1 << 30  # each of /tmp, /var/tmp, /home: memory-backed, so at most 1 GiB
 
 # What a process prints when the sandbox stopped it reaching out.
@@ -179,6 +184,10 @@ def _etc_args() -> tuple[list[str], list[int]]:
     return args, fds
 
 
+def _proc_read_only() -> list[str]:
+    return [a for p in _PROC_READ_ONLY if os.path.exists(p) for a in ("--ro-bind", p, p)]
+
+
 @dataclass
 class Bubblewrap:
     """The sandbox: bubblewrap as described in this module's docstring."""
@@ -199,7 +208,7 @@ class Bubblewrap:
         etc, fds = _etc_args()
         size = str(_TMPFS_SIZE)
         args = [exe, *_isolation(), *_system_binds(), *etc, "--ro-bind", prefix, prefix,
-                "--dev", "/dev", "--proc", "/proc", "--size", size, "--tmpfs", "/tmp",
+                "--dev", "/dev", "--proc", "/proc", *_proc_read_only(), "--size", size, "--tmpfs", "/tmp",
                 "--size", size, "--tmpfs", "/var/tmp", "--size", size, "--tmpfs", "/home", "--dir", HOME]
         for b in self.binds:
             args += ["--bind" if b.writable else "--ro-bind", str(b.host), b.inside]
