@@ -51,15 +51,15 @@ def junit_counts(path: Path) -> dict[str, float]:
 UNITTEST_FAILURE = re.compile(r"^(?:FAIL|ERROR): \S+ \(([^)]+)\)")
 
 
-def failed_ids(output: str) -> list[str]:
+def failed_ids(output: str, pytest: bool) -> list[str]:
     """Failing test ids: pytest's short summary (``-rfE``: ``FAILED id - message``, ``ERROR id``), or
     unittest's ``FAIL: test_x (package.module.Class.test_x)`` headings (the dotted name)."""
     ids = set()
     for line in output.splitlines():
-        for kind in ("FAILED ", "ERROR "):
+        for kind in ("FAILED ", "ERROR ") if pytest else ():
             if line.startswith(kind):
                 ids.add(line[len(kind):].split(" - ", 1)[0].strip())
-        if m := UNITTEST_FAILURE.match(line):
+        if not pytest and (m := UNITTEST_FAILURE.match(line)):
             ids.add(m.group(1))
     return sorted(ids)
 
@@ -114,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         result["seconds"] = round(time.monotonic() - started, 3)
         if is_pytest and (out / "junit.xml").is_file():
             result["counts"] = junit_counts(out / "junit.xml")
-            result["failed_ids"] = failed_ids(proc.stdout)
+            result["failed_ids"] = failed_ids(proc.stdout, pytest=True)
         elif m := re.search(r"^Ran (\d+) tests? in ([\d.]+)s", proc.stdout, re.M):
             tail = proc.stdout[m.end():]
             result["counts"] = {"tests": float(m.group(1)), "time": float(m.group(2)), **{
                 k: float(x.group(1)) if (x := re.search(rf"{key}=(\d+)", tail)) else 0.0
                 for k, key in (("failures", "failures"), ("errors", "errors"), ("skipped", "skipped"))}}
-            result["failed_ids"] = failed_ids(proc.stdout)
+            result["failed_ids"] = failed_ids(proc.stdout, pytest=False)
     (out / f"{args.phase}.json").write_text(json.dumps(result, indent=1))
     return 0
 

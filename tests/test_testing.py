@@ -54,7 +54,7 @@ def test_failing_suite_blocks(world):
 def test_known_failure_is_allowed_with_its_reason(world):
     body = "class T(unittest.TestCase):\n    def test_bad(self):\n        self.fail('upstream bug')\n"
     record, _ = suite(world, body, 'known-failure = { reason = "upstream bug #123", '
-                                   'tests = ["tests.test_tiny.T.test_bad"] }\n')
+                                   'tests = ["test_tiny.T.test_bad"] }\n')
     assert record["outcome"] == "known-failure" and record["known_failure"] == "upstream bug #123"
     assert "known: upstream bug #123" in testing.summary_line(record)
 
