@@ -6,9 +6,9 @@ a new user namespace with every capability dropped (``--cap-drop ALL``), no furt
 elevate). It cannot remount anything: ``mount -o remount,rw`` fails with EPERM, and the read-only binds
 stay read-only. When root runs the pipeline the builder is host uid 0 underneath, which file modes
 favour: so ``/proc/sys`` (bubblewrap leaves it writable; ``kernel.core_pattern`` is global) and the other
-writable global ``/proc`` files are bound read-only. Bubblewrap itself is started with an empty environment, so ``/proc/1/environ`` (the
-namespace's init is bubblewrap) holds nothing of the host; the command's environment is exactly what the
-caller gives (``--clearenv`` then ``--setenv``).
+writable global ``/proc`` files are bound read-only. Bubblewrap itself is started with an empty
+environment, so ``/proc/1/environ`` (the namespace's init is bubblewrap) holds nothing of the host; the
+command's environment is exactly what the caller gives (``--clearenv`` then ``--setenv``).
 
 Inside: ``/usr`` (and the merged-/usr symlinks) read-only; an ``/etc`` made for the sandbox (passwd and
 group naming the builder, hosts, nsswitch.conf, and from the host only what the dynamic loader and
