@@ -20,7 +20,8 @@ def test_raising_a_limit_needs_a_reason():
 
 
 @pytest.mark.parametrize("table,field,message", [
-    ({"reason": "r", "memory": "lots"}, "memory", "expected a size (bytes, or a string such as \"512MiB\"), got 'lots'"),
+    ({"reason": "r", "memory": "lots"}, "memory",
+     "expected a size (bytes, or a string such as \"512MiB\"), got 'lots'"),
     ({"reason": "r", "processes": 100_000}, "processes", "must be between 1 and 4096, got 100000"),
     ({"reason": "r", "processes": 0}, "processes", "must be between 1 and 4096, got 0"),
     ({"reason": "r", "processes": True}, "processes", "expected an integer, got True"),
