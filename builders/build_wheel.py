@@ -115,14 +115,35 @@ class IsolatedEnv:
         return out
 
 
-def extract_sdist(sdist: Path, dest: Path) -> Path:
+MAX_EXTRACT = 2 << 30
+MAX_RATIO = 200
+RATIO_FLOOR = 16 << 20  # small archives may compress well
+
+
+def _within(total: int, archive_size: int, max_bytes: int, max_ratio: int, name: str) -> None:
+    if total > max_bytes:
+        raise SystemExit(f"wheelproof: {name} unpacks to over {max_bytes} bytes (the extracted limit)")
+    if total > RATIO_FLOOR and total > max_ratio * archive_size:
+        raise SystemExit(f"wheelproof: {name} unpacks to over {max_ratio} times its size (a decompression bomb?)")
+
+
+def extract_sdist(sdist: Path, dest: Path, max_bytes: int = MAX_EXTRACT, max_ratio: int = MAX_RATIO) -> Path:
+    """Unpack one sdist, stopping before the unpacked size passes ``max_bytes`` or ``max_ratio``."""
     dest.mkdir(parents=True, exist_ok=True)
+    size = sdist.stat().st_size
+    total = 0
     if sdist.name.endswith(".zip"):
         with zipfile.ZipFile(sdist) as zf:
+            for info in zf.infolist():  # zipfile stops each member at its declared size
+                total += info.file_size
+                _within(total, size, max_bytes, max_ratio, sdist.name)
             zf.extractall(dest)
     else:
         with tarfile.open(sdist) as tf:
-            tf.extractall(dest, filter="data")
+            for member in tf:  # checked from its header before its data is read
+                total += max(member.size, 0)
+                _within(total, size, max_bytes, max_ratio, sdist.name)
+                tf.extract(member, dest, filter="data")
     entries = [p for p in dest.iterdir()]
     if len(entries) != 1 or not entries[0].is_dir():
         raise SystemExit(f"sdist {sdist.name} does not hold exactly one top-level directory")
@@ -139,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--srcdir", help="requires/wheel: the unpacked source tree")
     ap.add_argument("--out", default="/out")
     ap.add_argument("--umask", type=lambda s: int(s, 8), default=0o022)
+    ap.add_argument("--max-extract", type=int, default=MAX_EXTRACT, help="prepare: bytes the sdist may unpack to")
+    ap.add_argument("--max-ratio", type=int, default=MAX_RATIO, help="prepare: unpacked/archive size ratio")
     args = ap.parse_args(argv)
     os.umask(args.umask)
     started = time.monotonic()
@@ -151,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             install_wheel(wheel, tools, tools / "bin")
         env = IsolatedEnv.create(env_dir, sorted((inputs / "wheels").glob("*.whl")))
         (sdist,) = sorted((inputs / "sdist").iterdir())
-        srcdir = extract_sdist(sdist, Path(args.extract))
+        srcdir = extract_sdist(sdist, Path(args.extract), args.max_extract, args.max_ratio)
         result["top"] = srcdir.name
         print(f"wheelproof: prepared {sdist.name}: {len(list(env.site.iterdir()))} entries in the build env",
               flush=True)

@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from build_wheel import IsolatedEnv, extract_sdist  # noqa: E402  (the same env and unpacking as builds)
+from build_wheel import MAX_EXTRACT, MAX_RATIO, IsolatedEnv, extract_sdist  # noqa: E402  (the same env and unpacking as builds)
 
 
 def top_level_modules(wheel: Path) -> list[str]:
@@ -48,6 +48,22 @@ def junit_counts(path: Path) -> dict[str, float]:
     return total
 
 
+UNITTEST_FAILURE = re.compile(r"^(?:FAIL|ERROR): \S+ \(([^)]+)\)")
+
+
+def failed_ids(output: str, pytest: bool) -> list[str]:
+    """Failing test ids: pytest's short summary (``-rfE``: ``FAILED id - message``, ``ERROR id``), or
+    unittest's ``FAIL: test_x (package.module.Class.test_x)`` headings (the dotted name)."""
+    ids = set()
+    for line in output.splitlines():
+        for kind in ("FAILED ", "ERROR ") if pytest else ():
+            if line.startswith(kind):
+                ids.add(line[len(kind):].split(" - ", 1)[0].strip())
+        if not pytest and (m := UNITTEST_FAILURE.match(line)):
+            ids.add(m.group(1))
+    return sorted(ids)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("phase", choices=["prepare", "run"])
@@ -58,13 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="/out")
     ap.add_argument("--wheel", help="filename of the wheel under test")
     ap.add_argument("--spec", help="JSON: command, deselect, ignore")
+    ap.add_argument("--max-extract", type=int, default=MAX_EXTRACT, help="prepare: bytes the source may unpack to")
+    ap.add_argument("--max-ratio", type=int, default=MAX_RATIO, help="prepare: unpacked/archive size ratio")
     args = ap.parse_args(argv)
     inputs, out = Path(args.inputs), Path(args.out)
     result: dict[str, object] = {"phase": args.phase}
     if args.phase == "prepare":
         IsolatedEnv.create(Path(args.env), sorted((inputs / "wheels").glob("*.whl")))
         (source,) = sorted((inputs / "source").iterdir())
-        result["top"] = extract_sdist(source, Path(args.extract)).name
+        result["top"] = extract_sdist(source, Path(args.extract), args.max_extract, args.max_ratio).name
     else:
         env = IsolatedEnv(Path(args.env))
         spec = json.loads(args.spec)
@@ -96,11 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         result["seconds"] = round(time.monotonic() - started, 3)
         if is_pytest and (out / "junit.xml").is_file():
             result["counts"] = junit_counts(out / "junit.xml")
+            result["failed_ids"] = failed_ids(proc.stdout, pytest=True)
         elif m := re.search(r"^Ran (\d+) tests? in ([\d.]+)s", proc.stdout, re.M):
             tail = proc.stdout[m.end():]
             result["counts"] = {"tests": float(m.group(1)), "time": float(m.group(2)), **{
                 k: float(x.group(1)) if (x := re.search(rf"{key}=(\d+)", tail)) else 0.0
                 for k, key in (("failures", "failures"), ("errors", "errors"), ("skipped", "skipped"))}}
+            result["failed_ids"] = failed_ids(proc.stdout, pytest=False)
     (out / f"{args.phase}.json").write_text(json.dumps(result, indent=1))
     return 0
 

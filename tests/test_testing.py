@@ -53,7 +53,8 @@ def test_failing_suite_blocks(world):
 
 def test_known_failure_is_allowed_with_its_reason(world):
     body = "class T(unittest.TestCase):\n    def test_bad(self):\n        self.fail('upstream bug')\n"
-    record, _ = suite(world, body, 'known-failure = "upstream bug #123"\n')
+    record, _ = suite(world, body, 'known-failure = { reason = "upstream bug #123", '
+                                   'tests = ["test_tiny.T.test_bad"] }\n')
     assert record.outcome == "known-failure" and record.known_failure == "upstream bug #123"
     assert "known: upstream bug #123" in testing.summary_line(record)
 
@@ -82,7 +83,7 @@ def test_doit_test_task_and_up_to_date(world):
     assert "-- test:tiny" in second.stdout
     record = world.store.read_json(world.store.get_ref("builds", next(
         n for _, n, _ in world.store.list_refs("builds"))))
-    assert record["tests"]["outcome"] == "passed"
+    assert record.tests["outcome"] == "passed"
 
 
 def test_declared_test_source_when_the_sdist_has_none(world):

@@ -35,7 +35,8 @@ from pipeline.client.layout import Layout, probe
 from pipeline.client.source import SnapshotView, SnapshotWheel
 from pipeline.client.verify_env import Finding, Report, installed_distributions, verify_env
 from pipeline.model.errors import WheelproofError
-from pipeline.realise.sandbox import Bind, Sandbox, python_prefix, unsandboxed_requested
+from pipeline.model.limits import DEFAULT_LIMITS
+from pipeline.realise.sandbox import Bind, open_sandbox, python_prefix
 
 __all__ = ["InstallError", "Planned", "install", "plan"]
 
@@ -181,7 +182,8 @@ def install(names: list[str], into: Path, snapshot: SnapshotView, allow: Allowli
                  Bind(Path(installer.__file__).resolve().parent, "/tools/installer")]
         if not layout.base_prefix.resolve().is_relative_to(python_prefix()):
             binds.append(Bind(layout.base_prefix.resolve(), str(layout.base_prefix.resolve())))
-        box = Sandbox(binds, env={"LANG": "C.UTF-8"}, unsandboxed=unsandboxed_requested())
+        box = open_sandbox(binds)
+        env = {"LANG": "C.UTF-8"}
         scheme = {"purelib": str(layout.site_dirs[0]), "platlib": str(layout.site_dirs[-1]),
                   "scripts": str(layout.scripts), "data": str(layout.data),
                   "headers": str(layout.prefix / "include" / "site" / f"python{layout.version}")}
@@ -189,7 +191,8 @@ def install(names: list[str], into: Path, snapshot: SnapshotView, allow: Allowli
         before = _tree(staging)
         args = json.dumps([{k: box.path(v) for k, v in scheme.items()}, str(layout.python),
                            [box.path(f"/wheels/{p.wheel.filename}") for p in todo]])
-        status = box.run([python, "-I", "-S", "-c", _INSTALL, args], timeout=600, log_path=work / "install.log")
+        status = box.run([python, "-I", "-S", "-c", _INSTALL, args], env=env, limits=DEFAULT_LIMITS, timeout=600,
+                         log_path=work / "install.log").status
         if status != 0:
             raise InstallError(f"installing {', '.join(p.wheel.filename for p in todo)} into {into} failed in the "
                                f"sandbox (exit {status}): {(work / 'install.log').read_text()[-800:]}")
@@ -206,8 +209,8 @@ def install(names: list[str], into: Path, snapshot: SnapshotView, allow: Allowli
             if not mods:
                 continue
             before = after
-            status = box.run([python, "-I", "-B", "-c", _IMPORT, *mods], timeout=300,
-                             log_path=work / f"import-{d.name}.log")
+            status = box.run([python, "-I", "-B", "-c", _IMPORT, *mods], env=env, limits=DEFAULT_LIMITS,
+                             timeout=300, log_path=work / f"import-{d.name}.log").status
             after = _tree(staging)
             touched = sorted(staged.subject(staged.env_path(h)) for h in set(before) | set(after)
                              if before.get(h) != after.get(h))

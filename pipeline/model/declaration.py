@@ -24,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 from pipeline.model import limits
 from pipeline.model.errors import DeclarationError, Problem
 from pipeline.model.filenames import archive_problem, sdist_problem, wheel_problem
+from pipeline.model.limits import DEFAULT_LIMITS, Limits, parse_limits
 from pipeline.model.locations import DECLARATIONS_DIR, DECLARATIONS_ENV, NON_DECLARATIONS  # noqa: F401  (re-exported)
 from pipeline.model.tomlguard import control_problem, guarded_loads, iter_strings, read_bounded
 from pipeline.model.urlpolicy import url_problem
@@ -76,6 +77,7 @@ class BuildSpec:
     inputs: tuple[Artifact, ...]
     extra_inputs: tuple[Artifact, ...] = ()
     environment: tuple[EnvOverride, ...] = ()
+    limits: Limits = DEFAULT_LIMITS  # [build.limits]: raised with a reason (pipeline/model/limits.py)
 
     @property
     def all_inputs(self) -> tuple[Artifact, ...]:
@@ -97,9 +99,11 @@ class TestSpec:
     source: Artifact | None = None
     deselect: tuple[Deselection, ...] = ()
     ignore: tuple[Deselection, ...] = ()
-    known_failure: str | None = None
+    known_failure: str | None = None  # the reason some tests are expected to fail...
     timeout: int = 600
     inputs: tuple[Artifact, ...] = ()
+    known_failing: tuple[str, ...] = ()  # ...and exactly which (pytest node ids)
+    environment: tuple[EnvOverride, ...] = ()  # [test.environment]: set for the test run only
 
 
 @dataclass(frozen=True)
@@ -334,7 +338,7 @@ def _reasoned(r: _Reader, t: dict[str, Any], key: str, fpath: FieldPath) -> tupl
 def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
     fp: FieldPath = ("build",)
     r.check_keys(t, ["backend", "backend-path", "requires", "generator", "source-date-epoch", "inputs",
-                     "extra-inputs", "environment"], fp)
+                     "extra-inputs", "environment", "limits"], fp)
     backend = r.get(t, "backend", str, fp)
     backend_path = r.str_list(t, "backend-path", fp)
     for i, entry in enumerate(backend_path):
@@ -370,23 +374,24 @@ def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
     names = [parse_wheel_filename(a.filename)[0] for a in inputs + extra]
     for n in sorted({n for n in names if names.count(n) > 1}):
         r.problem(fp + ("inputs",), f"more than one input wheel of project {n}")
+    run_limits = parse_limits(t["limits"], r.problem, fp + ("limits",)) if "limits" in t else DEFAULT_LIMITS
     if backend is None or sde is None:
         return None
     return BuildSpec(backend, tuple(backend_path), tuple(requires), generator, sde, tuple(inputs), tuple(extra),
-                     tuple(sorted(env, key=lambda e: e.name)))
+                     tuple(sorted(env, key=lambda e: e.name)), run_limits)
 
 
 def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:
     fp: FieldPath = ("test",)
     r.check_keys(t, ["requires", "command", "source", "deselect", "ignore", "known-failure", "timeout",
-                     "inputs"], fp)
+                     "inputs", "environment"], fp)
     requires = _requirements(r, t, "requires", fp, required=False)
     command = r.str_list(t, "command", fp)
     source = None
     if "source" in t:
         s = r.table(t, "source", fp)
         source = _artifact(r, s, fp + ("source",), "archive", filename_required=False)
-    known = r.get(t, "known-failure", str, fp, required=False)
+    known, failing = _known_failure(r, t.get("known-failure"), fp + ("known-failure",))
     timeout = r.get(t, "timeout", int, fp, required=False, default=600)
     if not limits.MIN_TEST_TIMEOUT <= timeout <= limits.MAX_TEST_TIMEOUT:
         r.problem(fp + ("timeout",), f"must be between {limits.MIN_TEST_TIMEOUT} and {limits.MAX_TEST_TIMEOUT} "
@@ -395,7 +400,38 @@ def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:
     _unique(r, located)
     inputs = [a for _, a in located]
     return TestSpec(tuple(requires), tuple(command), source, _reasoned(r, t, "deselect", fp),
-                    _reasoned(r, t, "ignore", fp), known, timeout, tuple(inputs))
+                    _reasoned(r, t, "ignore", fp), known, timeout, tuple(inputs), failing,
+                    _test_environment(r, t, fp))
+
+
+def _known_failure(r: _Reader, value: object, fp: FieldPath) -> tuple[str | None, tuple[str, ...]]:
+    """``known-failure = { reason = "…", tests = ["path::test", …] }``: why, and exactly which tests fail."""
+    if value is None:
+        return None, ()
+    if not isinstance(value, dict):
+        r.problem(fp, 'expected { reason = "…", tests = ["tests/test_x.py::test_y", …] }: name the test ids '
+                      "expected to fail, so any other failure (or one of them passing) fails the run")
+        return None, ()
+    r.check_keys(value, ["reason", "tests"], fp)
+    reason = r.get(value, "reason", str, fp)
+    tests = r.str_list(value, "tests", fp, required=True)
+    if "tests" in value and not tests:
+        r.problem(fp + ("tests",), "name at least one test id")
+    return reason, tuple(tests)
+
+
+def _test_environment(r: _Reader, t: dict[str, Any], fp: FieldPath) -> tuple[EnvOverride, ...]:
+    env = []
+    for key, value in r.table(t, "environment", fp, required=False).items():
+        p = fp + ("environment", key)
+        if not _ENV_NAME.match(key) or not isinstance(value, dict):
+            r.problem(p, 'expected NAME = {value = "…", reason = "…"}')
+            continue
+        r.check_keys(value, ["value", "reason"], p)
+        v, reason = r.get(value, "value", str, p), r.get(value, "reason", str, p)
+        if v is not None and reason is not None:
+            env.append(EnvOverride(key, v, reason))
+    return tuple(sorted(env, key=lambda e: e.name))
 
 
 TOP_LEVEL = ["schema", "name", "version", "requires-python", "extras", "dependencies", "sdist", "wheels",

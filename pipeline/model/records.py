@@ -147,6 +147,7 @@ class TestRecord:
     imports: JSONObject | None = None
     violation: str | None = None
     error: str | None = None
+    failed_ids: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:

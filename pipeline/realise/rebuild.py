@@ -11,7 +11,6 @@ is deterministic.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.derivation import BUILDERS_DIR, Derivation, toolchain
 from pipeline.model.errors import WheelproofError
+from pipeline.model.limits import DEFAULT_LIMITS, Limits
 from pipeline.model.records import (
     BUILD_KIND,
     ArtifactRef,
@@ -35,10 +35,19 @@ from pipeline.model.records import (
     decode,
     encode,
 )
+from pipeline.realise.boundary import REJECTED_STATUS, BoundaryError, builder_result, check_source_tree, take_wheel
 from pipeline.realise.fetch import fetch
-from pipeline.realise.sandbox import Bind, Sandbox, base_python, classify_violation, unsandboxed_requested
+from pipeline.realise.sandbox import (
+    Bind,
+    base_python,
+    classify_violation,
+    open_sandbox,
+    staging_dir,
+    unsandboxed_requested,
+)
 from pipeline.store.local import Store
 from pipeline.wheel.compare import compare_wheels
+from pipeline.wheel.zipcheck import ZipCaps
 
 RECORD_KIND = BUILD_KIND
 LOG_TAIL_LINES = 40
@@ -61,6 +70,11 @@ class Variation:
 
 PRIMARY = Variation("primary", "/build", "022", "0")
 VARIED = Variation("varied", "/var/tmp/wheelproof-varied/a/much/longer/build/path", "002", "1234567")
+
+
+def extract_limits(limits: Limits) -> tuple[str, ...]:
+    """The builders' options that bound unpacking the sdist (checked inside, before extracting)."""
+    return ("--max-extract", str(limits.extracted), "--max-ratio", str(limits.ratio))
 
 
 def sandbox_mode() -> str:
@@ -146,7 +160,8 @@ class Workspace:
     """
 
     def __init__(self, root: Path, program: str, dirs: tuple[str, ...], environment: dict[str, str],
-                 timeout: float, log_name: str):
+                 timeout: float, log_name: str, limits: Limits = DEFAULT_LIMITS):
+        self.root, self.limits = root, limits
         self.inputs, self.out = root / "inputs", root / "out"
         self.dirs = {d: root / d for d in dirs}
         for d in (self.out, *self.dirs.values()):
@@ -154,7 +169,6 @@ class Workspace:
         stage_builder(self.inputs)
         self.program, self.environment, self.timeout = program, environment, timeout
         self.log_path = root / log_name
-        self.unsandboxed = unsandboxed_requested()
 
     def stage(self, store: Store, group: str, artifacts: Iterable[Artifact]) -> None:
         for a in artifacts:
@@ -162,16 +176,40 @@ class Workspace:
 
     def _run(self, binds: list[Bind], phase: str, extra: tuple[str, ...],
              srcdir: str | None = None) -> tuple[int, dict[str, Any]]:
-        box = Sandbox([Bind(self.inputs, "/inputs"), Bind(self.out, "/out", writable=True), *binds],
-                      self.environment, self.unsandboxed)
+        box = open_sandbox([Bind(self.inputs, "/inputs"), Bind(self.out, "/out", writable=True), *binds])
         argv = [str(base_python()), "-I", box.path(f"/inputs/builder/{self.program}"), phase,
                 "--inputs", box.path("/inputs"), "--out", box.path("/out")]
         argv += [a for d in self.dirs for a in (f"--{d}", box.path(f"/{d}"))]
         argv += ["--srcdir", box.path(srcdir)] if srcdir else []
         argv += extra
-        status = box.run(argv, timeout=self.timeout, log_path=self.log_path)
-        result_path = self.out / f"{phase}.json"
-        return status, json.loads(result_path.read_text()) if result_path.is_file() else {}
+        ran = box.run(argv, env=self.environment, limits=self.limits, timeout=self.timeout, log_path=self.log_path)
+        status = REJECTED_STATUS if ran.log_error and ran.status == 0 else ran.status
+        if ran.log_error:
+            self.note(ran.log_error)
+        if status != 0 and not os.path.lexists(self.out / f"{phase}.json"):
+            return status, {}
+        try:  # what the sandbox wrote is hostile until checked (pipeline/realise/boundary.py)
+            return status, builder_result(self.out, f"{phase}.json", self.limits.result_size)
+        except BoundaryError as e:
+            self.note(f"rejected: {e}")
+            return REJECTED_STATUS, {}
+
+    def note(self, message: str) -> None:
+        """The host's own line in the log (a failed write is already reported as the run's error)."""
+        try:
+            with open(self.log_path, "ab") as f:
+                f.write(f"\nwheelproof: {message}\n".encode())
+        except OSError:
+            pass
+
+    def take_wheel(self, name: object) -> Path | None:
+        """The wheel the sandbox left in /out, copied out and checked; None (and a log line) if refused."""
+        try:
+            return take_wheel(self.out, name, self.root / "taken", self.limits.wheel_size,
+                              ZipCaps(unpacked=self.limits.wheel_unpacked, ratio=self.limits.ratio))
+        except BoundaryError as e:
+            self.note(f"rejected: {e}")
+            return None
 
     def prepare(self, *extra: str) -> tuple[int, dict[str, Any]]:
         return self._run([Bind(p, f"/{d}", writable=True) for d, p in self.dirs.items()], "prepare", extra)
@@ -179,6 +217,11 @@ class Workspace:
     def run(self, phase: str, top: str, root: str, *extra: str) -> tuple[int, dict[str, Any]]:
         """Run ``phase`` with the work directories read-only and the source tree writable at root/top."""
         binds = [Bind(p, f"/{d}") for d, p in self.dirs.items()]
+        try:
+            check_source_tree(self.dirs["extract"], top)
+        except BoundaryError as e:
+            self.note(f"rejected: {e}")
+            return REJECTED_STATUS, {}
         srcdir = f"{root}/{top}"
         binds.append(Bind(self.dirs["extract"] / top, srcdir, writable=True))
         return self._run(binds, phase, extra, srcdir)
@@ -192,19 +235,20 @@ def run_builder(store: Store, decl: Declaration, variation: Variation, workroot:
     """Prepare and run one build of ``decl`` inside the sandbox; files stay under ``workroot``."""
     started = time.monotonic()
     ws = Workspace(workroot, "build_wheel.py", ("env", "tools", "extract"), sandbox_environment(decl, variation),
-                   timeout, "build.log")
+                   timeout, "build.log", decl.build.limits)
     ws.stage(store, "sdist", [decl.sdist])
     ws.stage(store, "wheels", decl.build.all_inputs)
     ws.stage(store, "tools", toolchain())
     umask = ("--umask", variation.umask)
-    status, prepared = ws.prepare(*umask)
+    status, prepared = ws.prepare(*umask, *extract_limits(decl.build.limits))
     result: dict[str, Any] = {"prepare": prepared}
     wheel = None
     if status == 0:
         status, built = ws.run(phase, prepared["top"], variation.build_root, *umask)
         result.update(built)
         if status == 0 and phase == "wheel":
-            wheel = ws.out / built["wheel"]
+            wheel = ws.take_wheel(built.get("wheel"))
+            status = status if wheel is not None else REJECTED_STATUS
     return BuildRun(status, wheel, result, ws.log(), time.monotonic() - started)
 
 
@@ -232,7 +276,7 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     upstream = decl.wheel_for_build()
     # The shared lock is held from the first fetch to the ref, so gc never collects an input in between.
-    with store.shared(), tempfile.TemporaryDirectory(dir=store.tmp, prefix="build-") as tmp:
+    with store.shared(), tempfile.TemporaryDirectory(dir=staging_dir(), prefix="wheelproof-") as tmp:
         inputs = fetch_inputs(store, decl, log)
         timings = {"fetch": round(time.monotonic() - t0, 3)}
         refs = set(inputs.values())

@@ -28,8 +28,16 @@ from pipeline.model.derivation import build_platform, builder_digest, canonical_
 from pipeline.model.errors import WheelproofError
 from pipeline.model.records import TEST_KIND, LogRef, TestRecord, check_ref, decode, encode
 from pipeline.realise.fetch import fetch
-from pipeline.realise.rebuild import RECORD_KIND, Workspace, derivation, error_line, load_record, sandbox_environment
-from pipeline.realise.sandbox import classify_violation
+from pipeline.realise.rebuild import (
+    RECORD_KIND,
+    Workspace,
+    derivation,
+    error_line,
+    extract_limits,
+    load_record,
+    sandbox_environment,
+)
+from pipeline.realise.sandbox import classify_violation, staging_dir
 from pipeline.store.local import Store
 
 DEFAULT_COMMAND = ("python", "-m", "pytest")
@@ -92,6 +100,7 @@ class TestPlan:
             "source": {"filename": self.source.filename, "sha256": self.source.sha256},
             "command": list(t.command or DEFAULT_COMMAND), "deselect": [d.target for d in t.deselect],
             "ignore": [i.target for i in t.ignore], "known_failure": t.known_failure, "timeout": t.timeout,
+            "known_failing": list(t.known_failing), "environment": {e.name: e.value for e in t.environment},
             "runner": builder_digest(), "platform": build_platform(),
             "sandbox": derivation(self.decl).sandbox,
         }
@@ -122,18 +131,36 @@ def load_result_by_id(store: Store, test_id: str) -> TestRecord | None:
     return check_ref(decode(TestRecord, store.read_json(digest), where), test_id, where)
 
 
+def judge_failures(expected: tuple[str, ...], failed: list[str]) -> tuple[str, str | None]:
+    """The outcome of a run whose suite failed: ``known-failure`` only if exactly the expected ids failed."""
+    if not expected:
+        return "failed", None
+    unexpected = sorted(set(failed) - set(expected))
+    passing = sorted(set(expected) - set(failed))
+    if not unexpected and not passing:
+        return "known-failure", None
+    parts = []
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected failure(s): {', '.join(unexpected[:5])}")
+    if passing:
+        parts.append(f"{len(passing)} expected failure(s) now pass (update known-failure.tests): "
+                     f"{', '.join(passing[:5])}")
+    return "failed", "; ".join(parts)
+
+
 def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> TestRecord:
     decl, spec = p.decl, p.decl.test
     assert spec is not None
     started = time.monotonic()
     for a in (p.source, *p.wheels):
         fetch(store, a, what=f"{decl.path} (test inputs)", log=log)
-    with store.shared(), tempfile.TemporaryDirectory(dir=store.tmp, prefix="test-") as tmp:
-        ws = Workspace(Path(tmp), "run_tests.py", ("env", "extract"), sandbox_environment(decl), spec.timeout,
-                       "test.log")
+    with store.shared(), tempfile.TemporaryDirectory(dir=staging_dir(), prefix="wheelproof-") as tmp:
+        environment = sandbox_environment(decl) | {e.name: e.value for e in spec.environment}
+        ws = Workspace(Path(tmp), "run_tests.py", ("env", "extract"), environment, spec.timeout,
+                       "test.log", decl.build.limits)
         ws.stage(store, "source", [p.source])
         ws.stage(store, "wheels", p.wheels)
-        status, prepared = ws.prepare()
+        status, prepared = ws.prepare(*extract_limits(decl.build.limits))
         result: dict[str, Any] = {}
         if status == 0:
             run_spec = json.dumps({"command": list(spec.command), "deselect": [d.target for d in spec.deselect],
@@ -142,6 +169,7 @@ def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> TestRe
                                     "--spec", run_spec)
         text = ws.log()
     counts = result.get("counts", {})
+    mismatch = None
     if status == 124:
         verdict = "timeout"
     elif status != 0 or "exit_status" not in result:
@@ -149,9 +177,9 @@ def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> TestRe
     elif result["exit_status"] == 5 and not counts.get("tests"):
         verdict = "error"  # pytest collected nothing: the source holds no tests
     elif result["exit_status"] == 0:
-        verdict = "passed"
+        verdict, mismatch = judge_failures(spec.known_failing, []) if spec.known_failing else ("passed", None)
     else:
-        verdict = "known-failure" if spec.known_failure else "failed"
+        verdict, mismatch = judge_failures(spec.known_failing, list(result.get("failed_ids", [])))
     tests = int(counts.get("tests", 0))
     failed, errors, skipped = (int(counts.get(k, 0)) for k in ("failures", "errors", "skipped"))
     log_digest = store.put_compressed(text.encode())
@@ -161,8 +189,9 @@ def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> TestRe
         tests=tests, passed=tests - failed - errors - skipped, failed=failed, errors=errors,
         skipped=skipped, duration=round(time.monotonic() - started, 3),
         imports=result.get("imports"), violation=classify_violation(text) if verdict != "passed" else None,
+        failed_ids=tuple(str(i) for i in result.get("failed_ids", []))[:200],
         error=("no tests were collected (declare a [test] source that has them)"
-               if result.get("exit_status") == 5 and not tests else
+               if result.get("exit_status") == 5 and not tests else mismatch if mismatch else
                error_line(text) if verdict in ("error", "failed", "known-failure") else None),
         log=LogRef(log_digest), references=(log_digest,),
     )

@@ -4,17 +4,30 @@
 same contents; only zip metadata (order, timestamps, permissions, compression)
 differs. ``differs``: members missing, added or with other contents; text
 members get a unified diff.
+
+The rebuilt wheel comes out of the sandbox, so comparing it is bounded: a member over
+``MAX_MEMBER_BYTES`` is compared by a streamed SHA-256 only, text is diffed only when both sides are
+under ``MAX_DIFF_INPUT_BYTES`` and ``MAX_DIFF_INPUT_LINES``, the diff is cut after ``MAX_DIFF_LINES``
+lines, and diffing stops once ``DIFF_SECONDS`` have been spent (the rest are listed, not diffed).
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_DIFF_CHARS = 20_000
+MAX_DIFF_LINES = 2_000
+MAX_MEMBER_BYTES = 8 << 20
+MAX_DIFF_INPUT_BYTES = 256 << 10
+MAX_DIFF_INPUT_LINES = 5_000
+DIFF_SECONDS = 10.0
+_CHUNK = 1 << 16
 _ZIP_FIELDS = ("date_time", "external_attr", "compress_type", "create_system", "extra", "comment")
 
 
@@ -64,9 +77,41 @@ def _text(data: bytes) -> list[str] | None:
         return None
 
 
+def _file_digest(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
+
+
+def _member_digest(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    h = hashlib.sha256()
+    with zf.open(info) as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.digest()
+
+
+def _diff(name: str, da: bytes, db: bytes, budget_left: float, lines_left: int) -> list[str]:
+    """A unified diff of two text members, within the size, line and time bounds."""
+    if budget_left <= 0 or lines_left <= 0:
+        return [f"Text member {name} differs (not diffed: the diff budget is spent)\n"]
+    if max(len(da), len(db)) > MAX_DIFF_INPUT_BYTES:
+        return [f"Text member {name} differs ({len(da)} vs {len(db)} bytes; too large to diff)\n"]
+    ta, tb = _text(da), _text(db)
+    if ta is None or tb is None:
+        return [f"Binary member {name} differs ({len(da)} vs {len(db)} bytes)\n"]
+    if max(len(ta), len(tb)) > MAX_DIFF_INPUT_LINES:
+        return [f"Text member {name} differs ({len(ta)} vs {len(tb)} lines; too many to diff)\n"]
+    out = list(itertools.islice(difflib.unified_diff(ta, tb, f"upstream/{name}", f"rebuild/{name}"),
+                                lines_left + 1))
+    if len(out) > lines_left:
+        out = out[:lines_left] + ["[diff cut: line limit]\n"]
+    return out
+
+
 def compare_wheels(upstream: Path, rebuild: Path) -> Comparison:
-    if hashlib.sha256(upstream.read_bytes()).digest() == hashlib.sha256(rebuild.read_bytes()).digest():
+    if _file_digest(upstream) == _file_digest(rebuild):
         return Comparison("identical")
+    started = time.monotonic()
     with zipfile.ZipFile(upstream) as a, zipfile.ZipFile(rebuild) as b:
         ia = {i.filename: i for i in a.infolist()}
         ib = {i.filename: i for i in b.infolist()}
@@ -80,15 +125,18 @@ def compare_wheels(upstream: Path, rebuild: Path) -> Comparison:
             for fld in _ZIP_FIELDS:
                 if getattr(ia[name], fld) != getattr(ib[name], fld):
                     c.zip_metadata.setdefault(fld, []).append(name)
+            if max(ia[name].file_size, ib[name].file_size) > MAX_MEMBER_BYTES:
+                if _member_digest(a, ia[name]) != _member_digest(b, ib[name]):
+                    c.content_differs.append(name)
+                    diffs.append(f"Large member {name} differs by SHA-256 ({ia[name].file_size} vs "
+                                 f"{ib[name].file_size} bytes; not diffed)\n")
+                continue
             da, db = a.read(name), b.read(name)
             if da == db:
                 continue
             c.content_differs.append(name)
-            ta, tb = _text(da), _text(db)
-            if ta is not None and tb is not None:
-                diffs.extend(difflib.unified_diff(ta, tb, f"upstream/{name}", f"rebuild/{name}"))
-            else:
-                diffs.append(f"Binary member {name} differs ({len(da)} vs {len(db)} bytes)\n")
+            diffs.extend(_diff(name, da, db, DIFF_SECONDS - (time.monotonic() - started),
+                               MAX_DIFF_LINES - len(diffs)))
         diff = "".join(diffs)
         c.diff = diff if len(diff) <= MAX_DIFF_CHARS else diff[:MAX_DIFF_CHARS] + "\n[diff truncated]\n"
     if c.only_upstream or c.only_rebuild or c.content_differs:

@@ -1,0 +1,65 @@
+"""Test results cannot be gamed: a failed suite never counts as done, and known failures are exact."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.model.declaration import load_all
+from pipeline.model.errors import DeclarationError
+from pipeline.realise import testing
+from tests.conftest import needs_bwrap
+
+UNITTEST = 'command = ["python", "-m", "unittest", "discover", "-v", "-s", "tests"]\n'
+FAILING = ("import unittest\nimport tiny\n\nclass T(unittest.TestCase):\n"
+           "    def test_bad(self):\n        self.assertEqual(tiny.X, 2)\n"
+           "    def test_good(self):\n        self.assertEqual(tiny.X, 1)\n")
+
+
+def declare(world, body: str, table: str = ""):
+    files = {"tests/__init__.py": "", "tests/test_tiny.py": body}
+    world.declare_tiny("tiny", sdist_files=files, test_table="\n[test]\n" + UNITTEST + table)
+
+
+@pytest.mark.parametrize("outcome,up_to_date", [("passed", True), ("known-failure", True), ("failed", False),
+                                                ("error", False), ("timeout", False)])
+def test_only_accepted_results_are_up_to_date(outcome, up_to_date):
+    assert testing.is_up_to_date({"outcome": outcome}) is up_to_date
+    assert testing.is_up_to_date(None) is False
+
+
+def test_known_failures_must_match_exactly():
+    assert testing.judge_failures(("a",), ["a"]) == ("known-failure", None)
+    assert testing.judge_failures((), ["a"]) == ("failed", None)
+    verdict, why = testing.judge_failures(("a",), ["a", "b"])
+    assert verdict == "failed" and why == "1 unexpected failure(s): b"
+    verdict, why = testing.judge_failures(("a", "c"), ["a"])
+    assert verdict == "failed" and why == "1 expected failure(s) now pass (update known-failure.tests): c"
+
+
+def test_a_known_failure_without_test_ids_is_a_declaration_error(world):
+    with pytest.raises(DeclarationError, match=r"tiny\.toml:\d+: test\.known-failure: .*name the test ids"):
+        declare(world, FAILING, 'known-failure = "flaky upstream"\n')
+
+
+@pytest.mark.integration
+@needs_bwrap
+def test_a_failed_suite_is_rerun_and_keeps_blocking(world):
+    declare(world, FAILING)
+    first = world.doit("test:tiny")
+    assert first.returncode != 0 and "tests failed: 1 passed, 1 failed" in first.stdout
+    second = world.doit("test:tiny")  # not up to date: it runs (and fails) again
+    assert second.returncode != 0 and "-- test:tiny" not in second.stdout
+    assert "tests failed: 1 passed, 1 failed" in second.stdout
+
+
+@pytest.mark.integration
+@needs_bwrap
+def test_other_failures_and_passing_expected_failures_fail_the_run(world):
+    declare(world, FAILING, 'known-failure = { reason = "upstream bug", tests = ["test_tiny.T.test_good"] }\n')
+    decls = load_all(world.declarations)
+    record = testing.run(testing.plan(decls["tiny"], decls), world.store, log=lambda m: None)
+    assert record["outcome"] == "failed"
+    assert record["error"] == ("1 unexpected failure(s): test_tiny.T.test_bad; 1 expected failure(s) now "
+                               "pass (update known-failure.tests): test_tiny.T.test_good")
+    assert record["failed_ids"] == ["test_tiny.T.test_bad"]
+    assert not testing.is_up_to_date(record)
