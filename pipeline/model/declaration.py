@@ -24,6 +24,7 @@ from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
     canonicalize_name,
+    is_normalized_name,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -122,6 +123,18 @@ class Declaration:
     @property
     def canonical_name(self) -> str:
         return canonicalize_name(self.name)
+
+    def line_of(self, *fpath: str | int) -> int | None:
+        """The line of a field in this declaration's file (for messages about it), if it can be read."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        lines = field_lines(text)
+        for n in range(len(fpath), 0, -1):
+            if fpath[:n] in lines:
+                return lines[fpath[:n]]
+        return None
 
     def wheel_for_build(self) -> Artifact:
         """The upstream wheel the rebuild is compared with: the one whose tags this machine supports best."""
@@ -409,6 +422,12 @@ def parse(path: Path, text: str, problems: list[Problem], root: Path | None = No
         except InvalidSpecifier:
             r.problem(("requires-python",), f"not a PEP 440 specifier set: {rp!r}")
     extras = r.str_list(doc, "extras", ())
+    for i, e in enumerate(extras):
+        if not is_normalized_name(e):
+            hint = f" (write {canonicalize_name(e)!r})" if re.fullmatch(r"[A-Za-z0-9._-]+", e) else ""
+            r.problem(("extras", i), f"not a PEP 685 normalised extra name: {e!r}{hint}")
+        elif extras.index(e) != i:
+            r.problem(("extras", i), f"extra {e!r} listed twice")
     deps = _requirements(r, doc, "dependencies", (), required=False)
     sdist = _artifact(r, r.table(doc, "sdist", ()), ("sdist",), "sdist", size_required=True)
     wheels = []
