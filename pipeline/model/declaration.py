@@ -422,12 +422,12 @@ def parse(path: Path, text: str, problems: list[Problem], root: Path | None = No
         except InvalidSpecifier:
             r.problem(("requires-python",), f"not a PEP 440 specifier set: {rp!r}")
     extras = r.str_list(doc, "extras", ())
-    for i, e in enumerate(extras):
-        if not is_normalized_name(e):
-            hint = f" (write {canonicalize_name(e)!r})" if re.fullmatch(r"[A-Za-z0-9._-]+", e) else ""
-            r.problem(("extras", i), f"not a PEP 685 normalised extra name: {e!r}{hint}")
-        elif extras.index(e) != i:
-            r.problem(("extras", i), f"extra {e!r} listed twice")
+    for i, extra in enumerate(extras):
+        if not is_normalized_name(extra):
+            hint = f" (write {canonicalize_name(extra)!r})" if re.fullmatch(r"[A-Za-z0-9._-]+", extra) else ""
+            r.problem(("extras", i), f"not a PEP 685 normalised extra name: {extra!r}{hint}")
+        elif extras.index(extra) != i:
+            r.problem(("extras", i), f"extra {extra!r} listed twice")
     deps = _requirements(r, doc, "dependencies", (), required=False)
     sdist = _artifact(r, r.table(doc, "sdist", ()), ("sdist",), "sdist", size_required=True)
     wheels = []

@@ -96,6 +96,7 @@ class Unmet:
     target: str          # the project it names
     reason: str
     via: tuple[str, ...] = ()   # the extras it is reached through, e.g. ("pkg[a]",)
+    missing: bool = False       # the target is not in the set at all
 
     @property
     def message(self) -> str:
@@ -118,11 +119,12 @@ def unmet(members: Mapping[str, Member], project: str, extra: str, env: Environm
             target_name = canonicalize_name(r.name)
             target = members.get(target_name)
 
-            def miss(reason: str, text: str = text, target_name: str = target_name, via: tuple = via) -> None:
-                out.append(Unmet(project, extra, text, target_name, reason, via))
+            def miss(reason: str, missing: bool = False, text: str = text, target_name: str = target_name,
+                     via: tuple = via) -> None:
+                out.append(Unmet(project, extra, text, target_name, reason, via, missing))
 
             if target is None:
-                miss(f"requires {r.name}, which is not in the set")
+                miss(f"requires {r.name}, which is not in the set", missing=True)
                 continue
             if target.version is not None and not satisfied(r.specifier, target.version):
                 miss(f"requires {r.name}{r.specifier}; the set has {target.version}")
@@ -154,10 +156,16 @@ class ExtraChoice:
     note: str | None = None      # for the log: e.g. an offered extra kept although its closure is not met
 
 
-def _summary(problems: Sequence[Unmet], limit: int = 3) -> str:
-    reasons = list(dict.fromkeys(" ".join(u.message.split(": ", 1)[1].split()) for u in problems))
-    more = f"; and {len(reasons) - limit} more" if len(reasons) > limit else ""
-    return "; ".join(reasons[:limit]) + more
+def _summary(problems: Sequence[Unmet], limit: int = 5) -> str:
+    """One line: the projects missing from the set, then the other reasons."""
+    missing = sorted({u.target for u in problems if u.missing})
+    others = list(dict.fromkeys(u.message.split(": ", 1)[1] for u in problems if not u.missing))
+    parts = []
+    if missing:
+        more = f" and {len(missing) - limit} more" if len(missing) > limit else ""
+        parts.append(f"requires {', '.join(missing[:limit])}{more}, not in the set")
+    parts += others[:limit] + ([f"and {len(others) - limit} more"] if len(others) > limit else [])
+    return "; ".join(parts)
 
 
 def propose(name: str, version: str, provides: Iterable[str], dependencies: Sequence[str],
@@ -180,7 +188,7 @@ def propose(name: str, version: str, provides: Iterable[str], dependencies: Sequ
     reasons: dict[str, str] = {}
     while True:
         pool[own] = Member(own, version, frozenset(offered), tuple(dependencies), gaps)
-        withdrawn = {}
+        withdrawn: dict[str, str] = {}
         for extra in sorted(offered):
             problems = [u for env in envs if env.name not in gaps for u in unmet(pool, own, extra, env)]
             if problems:
@@ -204,7 +212,7 @@ def previous_choice(decl: Declaration, extras_source: str) -> PreviousChoice:
     """Read the choice from a declaration and the source text of its ``extras`` array, whose
     comment lines ``# "NAME": withheld: REASON`` record a reviewer's decision (``# "NAME": not offered:
     …`` lines are ``declare``'s own, re-evaluated each time)."""
-    withheld = {}
+    withheld: dict[str, str] = {}
     for line in extras_source.splitlines():
         m = _COMMENT.match(line)
         if m and m.group("kind") == WITHHELD:

@@ -217,7 +217,7 @@ def _extras(by_name: Mapping[str, Declaration], envs: list[Environment]) -> list
     where the project is installed; one failure per requirement and reason, listing its environments."""
     members = {n: member_of(d, envs) for n, d in by_name.items()}
     grouped: dict[tuple[str, str, str, str], list[str]] = {}
-    for name, d in by_name.items():
+    for name in by_name:
         for extra in sorted(members[name].extras):
             for env in envs:
                 if env.name in members[name].unavailable:
