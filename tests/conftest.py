@@ -71,7 +71,7 @@ def build_upstream(sdist: Path, dest: Path, sde: int = SDE) -> Path:
 
 
 def declaration_text(name: str, version: str, sdist: Path, wheel: Path, *, sde: int = SDE,
-                     extra: str = "", dependencies: list[str] | None = None) -> str:
+                     extra: str = "", dependencies: list[str] | None = None, extras: list[str] | None = None) -> str:
     s_sha, s_size = sha256_file(sdist)
     w_sha, w_size = sha256_file(wheel)
     deps = json.dumps(dependencies or [])
@@ -79,7 +79,7 @@ def declaration_text(name: str, version: str, sdist: Path, wheel: Path, *, sde: 
 name = "{name}"
 version = "{version}"
 requires-python = ">=3.8"
-extras = []
+extras = {json.dumps(extras or [])}
 dependencies = {deps}
 
 [sdist]
@@ -128,7 +128,8 @@ class World:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(declaration_text(name, version, sdist, wheel,
                                          dependencies=list(spec.get("dependencies", [])),  # type: ignore[call-overload]
-                                         extra=test_table))
+                                         extra=test_table,
+                                         extras=list(spec.get("extras", []))))  # type: ignore[call-overload]
         return load(path, self.declarations)
 
     def env(self) -> dict[str, str]:

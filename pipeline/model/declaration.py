@@ -131,6 +131,8 @@ class Declaration:
         except (OSError, UnicodeDecodeError):
             return None
         lines = field_lines(text)
+        if fpath and isinstance(fpath[-1], int) and fpath[:-1] in lines:
+            return _item_line(text, lines[fpath[:-1]], fpath[-1])
         for n in range(len(fpath), 0, -1):
             if fpath[:n] in lines:
                 return lines[fpath[:n]]
@@ -189,6 +191,27 @@ def field_lines(text: str) -> dict[FieldPath, int]:
         if k:
             lines.setdefault(table + tuple(_split_key(k.group(1))), number)
     return lines
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'')
+
+
+def _item_line(text: str, key_line: int, index: int) -> int:
+    """The line of item ``index`` of a string array whose key is on ``key_line`` (best effort, for
+    messages: comments are skipped; the key's line if the item is not found)."""
+    seen = -1
+    all_lines = text.splitlines()
+    for number in range(key_line, len(all_lines) + 1):
+        line = all_lines[number - 1]
+        if number == key_line:
+            line = line.split("=", 1)[1]
+        code = _STRING.sub("\0", line).split("#", 1)[0]  # strings as one mark each, comments dropped
+        seen += code.count("\0")
+        if seen >= index:
+            return number
+        if "]" in code:
+            break
+    return key_line
 
 
 def _render(path: FieldPath) -> str:
