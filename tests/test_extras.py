@@ -149,7 +149,8 @@ def test_keep_choice():
     previous = PreviousChoice(frozenset({"cli", "fast", "gone"}), {"docs": "pulls in sphinx; not for users"})
     kept = {c.name: c for c in keep_choice(proposal, previous)}
     assert kept["docs"] == ExtraChoice("docs", False, "pulls in sphinx; not for users", reviewed=True)
-    assert kept["cli"] == ExtraChoice("cli", True, None, note="kept offered as before, but requires rich, not in the set")
+    note = "kept offered as before, but requires rich, not in the set"
+    assert kept["cli"] == ExtraChoice("cli", True, None, note=note)
     assert kept["fast"].offered and kept["new"].offered and not kept["old"].offered
     assert "gone" not in kept
     assert keep_choice(proposal, None) == proposal

@@ -96,7 +96,7 @@ def load(path: Path = ENVIRONMENTS_FILE) -> tuple[Environment, ...]:
 
 def admits(requires_python: str | None, env: Environment) -> bool:
     """Whether a project's ``Requires-Python`` (PEP 440 specifier set) admits the environment's CPython."""
-    return requires_python is None or _specifier(requires_python).contains(env.python, prereleases=True)
+    return requires_python is None or _admits(requires_python, env.python)
 
 
 def left_out(unsupported: Iterable[Deselection], env: Environment) -> str | None:
@@ -118,5 +118,5 @@ def unavailable(decl: Declaration, env: Environment) -> str | None:
 
 
 @cache
-def _specifier(text: str) -> SpecifierSet:
-    return SpecifierSet(text)
+def _admits(requires_python: str, python: str) -> bool:
+    return SpecifierSet(requires_python).contains(python, prereleases=True)

@@ -42,8 +42,11 @@ def is_valid_extra(name: str) -> bool:
 
 
 @cache
-def _requirement(text: str) -> Requirement:
-    return Requirement(text)
+def _requirement(text: str) -> tuple[Requirement, str | None]:
+    """The parsed requirement and, if its marker can depend on ``extra``, the marker's text."""
+    r = Requirement(text)
+    marker = str(r.marker) if r.marker is not None else None
+    return r, marker if marker is not None and "extra" in marker else None
 
 
 @lru_cache(maxsize=1 << 16)
@@ -51,6 +54,7 @@ def _holds(marker: str, env: Environment, extra: str) -> bool:
     return Marker(marker).evaluate({**env.markers, "extra": extra})
 
 
+@lru_cache(maxsize=1 << 16)
 def satisfied(specifier: SpecifierSet, version: str) -> bool:
     """PEP 440 as an installer applies it: pre-releases match only when nothing else does."""
     return bool(list(specifier.filter([Version(version)])))
@@ -62,8 +66,8 @@ def added_by(dependencies: Iterable[str], extra: str, env: Environment) -> list[
     does not already need it)."""
     out = []
     for text in dependencies:
-        r = _requirement(text)
-        if r.marker is not None and _holds(str(r.marker), env, extra) and not _holds(str(r.marker), env, ""):
+        r, marker = _requirement(text)
+        if marker is not None and _holds(marker, env, extra) and not _holds(marker, env, ""):
             out.append((text, r))
     return out
 

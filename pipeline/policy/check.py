@@ -69,6 +69,12 @@ def _req(text: str) -> Requirement:
 
 
 @cache
+def _marker_text(requirement: str) -> str | None:
+    marker = _req(requirement).marker
+    return None if marker is None else str(marker)
+
+
+@cache
 def _spec(text: str) -> SpecifierSet:
     return SpecifierSet(text)
 
@@ -182,14 +188,14 @@ def _closure(decls: Mapping[str, Declaration], by_name: Mapping[str, Declaration
     """Per environment, each installed project's base requirements (what its extras add is the ``extras``
     rule's); an extra a requirement asks for must be one its project offers."""
     out: list[Failure] = []
-    parsed = {n: [(t, _req(t)) for t in d.dependencies] for n, d in by_name.items()}
+    parsed = {n: [(t, _req(t), _marker_text(t)) for t in d.dependencies] for n, d in by_name.items()}
     extras_of = {n: {canonicalize_name(e) for e in d.extras} for n, d in by_name.items()}
     for i, env in enumerate(envs):
         installed = {n for n, d in by_name.items() if _admits(d, env) and _left_out(d, env) is None}
         for name in sorted(installed):
             d = by_name[name]
-            for text, r in parsed[name]:
-                if r.marker is not None and not _marker_true(str(r.marker), i, ""):
+            for text, r, marker in parsed[name]:
+                if marker is not None and not _marker_true(marker, i, ""):
                     continue
                 target_name = canonicalize_name(r.name)
                 target = by_name.get(target_name)
