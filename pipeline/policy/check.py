@@ -97,9 +97,6 @@ def _wheel_tags(filename: str) -> frozenset[Tag]:
     return parse_wheel_filename(filename)[3]
 
 
-_satisfied = satisfied
-
-
 def _admits(decl: Declaration, env: Environment) -> bool:
     return admits(decl.requires_python, env)
 
@@ -176,7 +173,7 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
                 if target is None:
                     fail(d, "test-closure", f"test requirement names {test_req.name}, which is not in the set",
                          req=text)
-                elif not _satisfied(test_req.specifier, target.version):
+                elif not satisfied(test_req.specifier, target.version):
                     fail(d, "test-closure", f"the set has {target.name} {target.version}", req=text)
     failures += _closure(decls, by_name, envs)
     failures += _extras(by_name, envs)
@@ -203,7 +200,7 @@ def _closure(decls: Mapping[str, Declaration], by_name: Mapping[str, Declaration
                     out.append(Failure(str(d.path), "closure", name, env.name, text,
                                        f"requires {r.name}, which is not in the set"))
                     continue
-                if not _satisfied(r.specifier, target.version):
+                if not satisfied(r.specifier, target.version):
                     out.append(Failure(str(d.path), "closure", name, env.name, text,
                                        f"the set has {target.name} {target.version}"))
                 if target_name not in installed:
