@@ -76,7 +76,8 @@ def build_upstream(sdist: Path, dest: Path, sde: int = SDE) -> Path:
 
 
 def declaration_text(name: str, version: str, sdist: Path, wheel: Path, *, url_of: Callable[[Path], str],
-                     sde: int = SDE, extra: str = "", dependencies: list[str] | None = None) -> str:
+                     sde: int = SDE, extra: str = "", dependencies: list[str] | None = None,
+                     extras: list[str] | None = None) -> str:
     s_sha, s_size = sha256_file(sdist)
     w_sha, w_size = sha256_file(wheel)
     deps = json.dumps(dependencies or [])
@@ -84,7 +85,7 @@ def declaration_text(name: str, version: str, sdist: Path, wheel: Path, *, url_o
 name = "{name}"
 version = "{version}"
 requires-python = ">=3.8"
-extras = []
+extras = {json.dumps(extras or [])}
 dependencies = {deps}
 
 [sdist]
@@ -141,7 +142,8 @@ class World:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(declaration_text(name, version, sdist, wheel, url_of=self.url_of,
                                          dependencies=list(spec.get("dependencies", [])),  # type: ignore[call-overload]
-                                         extra=test_table))
+                                         extra=test_table,
+                                         extras=list(spec.get("extras", []))))  # type: ignore[call-overload]
         return load(path, self.declarations)
 
     def env(self) -> dict[str, str]:

@@ -114,8 +114,11 @@ def test_metadata_rule_compares_requirements_with_markers():
     other = facts(requires_dist=['b>=1; python_version < "3.12"'], provides_extra=[], requires_python=">=3.8")
     failures = run(d, decl("b"), facts=lambda d_, w: other if d_.name == "a" else facts(name="b"))
     messages = " ".join(f.message for f in failures)
-    assert rules_of(failures) == {"metadata"} and len(failures) == 4
-    assert "Requires-Python" in messages and "Provides-Extra" in messages
+    assert rules_of(failures) == {"metadata", "extras"} and len(failures) == 4
+    assert "Requires-Python" in messages and "'cli' is not a Provides-Extra" in messages
+    # extras lists what the set offers: a subset of Provides-Extra is fine
+    fewer = decl("a", deps=d.dependencies, requires_python=">=3.9")
+    assert run(fewer, decl("b"), facts=lambda d_, w: same if d_.name == "a" else facts(name="b")) == []
 
 
 def test_closure_missing_project_and_unsatisfied_version():
@@ -134,13 +137,15 @@ def test_closure_follows_markers_per_environment():
 def test_closure_follows_requested_extras_transitively():
     a = decl("a", deps=("b[fast]",))
     b = decl("b", extras=("fast",), deps=('c>=1; extra == "fast"',))
-    c = decl("c", deps=('d; extra == "never"',), extras=("never",))
+    c = decl("c", deps=('d; extra == "never"',))  # c[never] is not offered: its missing d is not a failure
     failures = run(a, b, c)
     assert failures == []
-    failures = run(a, b)  # c missing: only because a asks for b[fast]
-    assert {f.project for f in failures} == {"b"} and all(f.requirement == 'c>=1; extra == "fast"' for f in failures)
+    failures = run(a, b)  # c missing: b offers [fast], so the extras rule requires its closure
+    assert rules_of(failures) == {"extras"} and len(failures) == 1
+    assert failures[0].project == "b" and failures[0].requirement == 'c>=1; extra == "fast"'
+    assert failures[0].environment == "all 20 environments"
     failures = run(decl("a", deps=("b[turbo]",)), b, c)
-    assert any("has no extra 'turbo'" in f.message for f in failures)
+    assert any("does not offer extra 'turbo'" in f.message for f in failures)
 
 
 def test_closure_prereleases_follow_pep_440():

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,6 +124,17 @@ def test_pep_503_691_658_pages(world, gateway):
     doc = json.loads(body)
     assert doc["meta"]["api-version"] == "1.1" and doc["versions"] == ["2.0"]
     assert doc["files"][0]["core-metadata"] == {"sha256": meta_sha} and doc["files"][0]["requires-python"] == ">=3.8"
+    # the offered extras, under a private key (PEP 700: leading underscore) that clients ignore
+    assert doc["_wheelproof:extras"] == ["fast"]
+    _, body = get(gateway, base + "tiny-app/", {"Accept": PIP_ACCEPT})
+    assert json.loads(body)["_wheelproof:extras"] == []
+    _, body = get(gateway, f"/ipfs/{snap.root}/wheelproof.json")
+    extras = {w["project"]: w["extras"] for w in json.loads(body)["published"]}
+    assert extras == {"tiny-app": [], "tiny-lib": ["fast"]}
+    _, body = get(gateway, f"/ipfs/{snap.root}/", {"Accept": "text/html"})
+    status = body.decode()
+    assert "<th>extras offered</th>" in status
+    assert re.search(r'<a href="simple/tiny-lib/">tiny-lib</a>.*<td>fast</td></tr>', status)
     response, body = get(gateway, base + f"tiny-lib/{wheel.filename}.metadata")
     assert body == meta
     response, body = get(gateway, base, {"Accept": PIP_ACCEPT})

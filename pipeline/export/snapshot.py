@@ -3,7 +3,7 @@
 Tree (deterministic: the same declarations and wheels give the same bytes and root CID anywhere)::
 
     index.html                          the snapshot's state, for people
-    wheelproof.json                     what was published and why (verdicts, derivation ids)
+    wheelproof.json                     what was published and why (verdicts, derivation ids, extras)
     simple/index.html, index.json       every project (PEP 503 HTML, PEP 691 JSON)
     simple/<name>/index.html            relative links with #sha256, data-requires-python,
     simple/<name>/index.json            data-dist-info-metadata and data-core-metadata (PEP 658/714)
@@ -13,7 +13,15 @@ Tree (deterministic: the same declarations and wheels give the same bytes and ro
 Publishing policy (which bytes go out): the upstream wheel's bytes, when the rebuild is
 ``identical`` (the same bytes) or ``equivalent`` (same members and contents, only zip metadata
 differs); for ``differs`` only if the declaration says ``accept-differs = "reason"``; never for a
-failed or missing build. Blocks go into the store (a CID's sha2-256 digest is the object name), so
+failed or missing build.
+
+Each project's offered extras (its declaration's ``extras``: those whose closure the set satisfies,
+see pipeline/model/extras.py) are listed on the status page, in ``wheelproof.json`` and in the PEP 691
+project JSON under the key ``_wheelproof:extras``: PEP 691 lets responses carry keys clients do not
+understand (clients must ignore them), and PEP 700 reserves keys with a leading underscore, at any level,
+for the index server's private use, so no future standard will give this key another meaning.
+
+Blocks go into the store (a CID's sha2-256 digest is the object name), so
 consecutive snapshots share every unchanged block; the CAR is written to ``<store>/cars/<cid>.car``.
 """
 
@@ -41,6 +49,7 @@ API_VERSION = "1.1"
 TAG_KIND = "snapshot-tags"
 JSON_INDEX = "index.json"  # the PEP 691 form of each index.html, beside it
 PUBLISHABLE = {"identical", "equivalent"}
+EXTRAS_KEY = "_wheelproof:extras"  # PEP 700: a leading underscore marks an index server's private key
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class PublishedWheel:
     verdict: str
     derivation_id: str
     content_id_v0: str  # kubo's default import of the wheel: the IPWHL-style content-id
+    extras: tuple[str, ...] = ()  # the extras the set offers for this project (PEP 685 names)
 
 
 class SnapshotRefused(Exception):
@@ -83,7 +93,7 @@ def select(decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
             meta = metadata_for(d, w)
             out.append(PublishedWheel(
                 name, d.version, w, d.requires_python, hashlib.sha256(meta).hexdigest(), verdict,
-                record.derivation_id, str(cid_of_file(wheel_bytes(w), V0_2015))))
+                record.derivation_id, str(cid_of_file(wheel_bytes(w), V0_2015)), tuple(sorted(d.extras))))
     if refused:
         raise SnapshotRefused(refused)
     return out
@@ -120,14 +130,16 @@ def project_pages(project: str, wheels: list[PublishedWheel]) -> tuple[bytes, by
             entry["requires-python"] = w.requires_python
         files.append(entry)
     doc = {"meta": {"api-version": API_VERSION}, "name": project, "files": files,
-           "versions": sorted({w.version for w in wheels})}
+           "versions": sorted({w.version for w in wheels}),
+           EXTRAS_KEY: sorted({e for w in wheels for e in w.extras})}
     return _page(f"Links for {project}", anchors), _json(doc)
 
 
 def status_page(published: list[PublishedWheel]) -> bytes:
     rows = [f"<tr><td><a href=\"simple/{w.project}/\">{w.project}</a></td><td>{html.escape(w.version)}</td>"
             f"<td class=\"{w.verdict}\">{w.verdict}</td><td><code>{w.wheel.filename}</code></td>"
-            f"<td><code>{w.derivation_id[:12]}</code></td></tr>" for w in published]
+            f"<td><code>{w.derivation_id[:12]}</code></td>"
+            f"<td>{html.escape(', '.join(w.extras)) or '&ndash;'}</td></tr>" for w in published]
     counts: dict[str, int] = {}
     for w in published:
         counts[w.verdict] = counts.get(w.verdict, 0) + 1
@@ -137,7 +149,7 @@ def status_page(published: list[PublishedWheel]) -> bytes:
     body = [style, f"<p>{len({w.project for w in published})} projects, {len(published)} wheels: {summary}. "
             "Install with <code>pip install --index-url &lt;gateway&gt;/ipfs/&lt;this CID&gt;/simple/ NAME</code>."
             "</p>", "<table>", "<tr><th>project</th><th>version</th><th>rebuild verdict</th><th>wheel</th>"
-            "<th>derivation</th></tr>", *rows, "</table>"]
+            "<th>derivation</th><th>extras offered</th></tr>", *rows, "</table>"]
     return _page("Wheelproof snapshot", body)
 
 
@@ -160,7 +172,8 @@ def render(published: list[PublishedWheel], wheel_path: Callable[[Artifact], Pat
                                 "projects": [{"name": p} for p in sorted(by_project)]})
     manifest = {"schema": 1, "published": [
         {"project": w.project, "version": w.version, "filename": w.wheel.filename, "sha256": w.wheel.sha256,
-         "verdict": w.verdict, "derivation_id": w.derivation_id, "content-id": w.content_id_v0}
+         "verdict": w.verdict, "derivation_id": w.derivation_id, "content-id": w.content_id_v0,
+         "extras": list(w.extras)}
         for w in published]}
     return {"index.html": status_page(published), "wheelproof.json": _json(manifest), "simple": simple}
 

@@ -18,7 +18,11 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag, sys_tags
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    canonicalize_name,
+    is_normalized_name,
+    parse_wheel_filename,
+)
 from packaging.version import InvalidVersion, Version
 
 from pipeline.model import limits
@@ -126,6 +130,20 @@ class Declaration:
     def canonical_name(self) -> str:
         return canonicalize_name(self.name)
 
+    def line_of(self, *fpath: str | int) -> int | None:
+        """The line of a field in this declaration's file (for messages about it), if it can be read."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        lines = field_lines(text)
+        if fpath and isinstance(fpath[-1], int) and fpath[:-1] in lines:
+            return _item_line(text, lines[fpath[:-1]], fpath[-1])
+        for n in range(len(fpath), 0, -1):
+            if fpath[:n] in lines:
+                return lines[fpath[:n]]
+        return None
+
     def wheel_for_build(self) -> Artifact:
         """The upstream wheel the rebuild is compared with: the one whose tags this machine supports best."""
         rank = _sys_tag_rank()
@@ -179,6 +197,27 @@ def field_lines(text: str) -> dict[FieldPath, int]:
         if k:
             lines.setdefault(table + tuple(_split_key(k.group(1))), number)
     return lines
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'')
+
+
+def _item_line(text: str, key_line: int, index: int) -> int:
+    """The line of item ``index`` of a string array whose key is on ``key_line`` (best effort, for
+    messages: comments are skipped; the key's line if the item is not found)."""
+    seen = -1
+    all_lines = text.splitlines()
+    for number in range(key_line, len(all_lines) + 1):
+        line = all_lines[number - 1]
+        if number == key_line:
+            line = line.split("=", 1)[1]
+        code = _STRING.sub("\0", line).split("#", 1)[0]  # strings as one mark each, comments dropped
+        seen += code.count("\0")
+        if seen >= index:
+            return number
+        if "]" in code:
+            break
+    return key_line
 
 
 def _render(path: FieldPath) -> str:
@@ -481,6 +520,12 @@ def parse(path: Path, text: str, problems: list[Problem], root: Path | None = No
         except InvalidSpecifier:
             r.problem(("requires-python",), f"not a PEP 440 specifier set: {rp!r}")
     extras = r.str_list(doc, "extras", ())
+    for i, extra in enumerate(extras):
+        if not is_normalized_name(extra):
+            hint = f" (write {canonicalize_name(extra)!r})" if re.fullmatch(r"[A-Za-z0-9._-]+", extra) else ""
+            r.problem(("extras", i), f"not a PEP 685 normalised extra name: {extra!r}{hint}")
+        elif extras.index(extra) != i:
+            r.problem(("extras", i), f"extra {extra!r} listed twice")
     deps = _requirements(r, doc, "dependencies", (), required=False)
     owner = {"project": name, "version": version}
     sdist = _artifact(r, r.table(doc, "sdist", ()), ("sdist",), "sdist", **owner)

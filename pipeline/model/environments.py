@@ -5,15 +5,21 @@ all computed by ``packaging.tags``.
 
 from __future__ import annotations
 
+import fnmatch
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from packaging import tags as wheel_tags
+from packaging.specifiers import SpecifierSet
 
-from pipeline.model.declaration import DECLARATIONS_DIR
+from pipeline.model.declaration import DECLARATIONS_DIR, Declaration, Deselection
 from pipeline.model.errors import DeclarationError, Problem
+
+__all__ = ["ENVIRONMENTS_FILE", "Environment", "admits", "expand", "left_out", "load", "platform_tags",
+           "unavailable"]
 
 ENVIRONMENTS_FILE = DECLARATIONS_DIR / "environments.toml"
 # PEP 600: the legacy manylinux names are aliases of these glibc versions.
@@ -86,3 +92,31 @@ def load(path: Path = ENVIRONMENTS_FILE) -> tuple[Environment, ...]:
         return tuple(expand(py, plat) for py in doc["pythons"] for plat in doc["platforms"])
     except (OSError, tomllib.TOMLDecodeError, KeyError, ValueError) as e:
         raise DeclarationError([Problem(path, None, "", f"bad supported-environments file: {e}")]) from None
+
+
+def admits(requires_python: str | None, env: Environment) -> bool:
+    """Whether a project's ``Requires-Python`` (PEP 440 specifier set) admits the environment's CPython."""
+    return requires_python is None or _admits(requires_python, env.python)
+
+
+def left_out(unsupported: Iterable[Deselection], env: Environment) -> str | None:
+    """The reason of the first ``[[unsupported]]`` entry whose target (environment or platform glob) matches."""
+    for u in unsupported:
+        if fnmatch.fnmatchcase(env.name, u.target) or fnmatch.fnmatchcase(env.platform, u.target):
+            return u.reason
+    return None
+
+
+def unavailable(decl: Declaration, env: Environment) -> str | None:
+    """Why ``decl``'s project is not installed in ``env`` (an ``[[unsupported]]`` reason or its
+    ``requires-python``), or None when it is."""
+    if (why := left_out(decl.unsupported, env)) is not None:
+        return why
+    if not admits(decl.requires_python, env):
+        return f"requires-python {decl.requires_python}"
+    return None
+
+
+@cache
+def _admits(requires_python: str, python: str) -> bool:
+    return SpecifierSet(requires_python).contains(python, prereleases=True)

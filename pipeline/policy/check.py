@@ -7,7 +7,6 @@ facts) is at the edge in :func:`check_set`.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -21,7 +20,8 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from pipeline.model.declaration import Artifact, Declaration
-from pipeline.model.environments import Environment
+from pipeline.model.environments import Environment, admits, left_out
+from pipeline.model.extras import member_of, satisfied, unmet
 from pipeline.wheel.facts import WheelFacts
 
 RULES = {
@@ -29,10 +29,11 @@ RULES = {
     "platform-unique": "no two wheels of one project installable on the same supported environment",
     "coverage": "a wheel installable on every supported environment requires-python admits",
     "names": "declaration name and version equal the wheels' filenames and METADATA",
-    "metadata": "requires-python, dependencies and extras equal the wheel's METADATA",
-    "closure": "every requirement satisfied by the set, for every environment and requested extra",
+    "metadata": "requires-python and dependencies equal the wheel's METADATA",
+    "closure": "every base requirement satisfied by the set in every environment; requested extras offered",
     "test-closure": "test requirements are in the set",
     "wheel-integrity": "valid archive, RECORD, paths, sizes, WHEEL and METADATA",
+    "extras": "every offered extra is provided by the wheel and its requirements satisfied in every environment",
 }
 
 
@@ -44,11 +45,15 @@ class Failure:
     environment: str | None
     requirement: str | None
     message: str
+    line: int | None = None     # where in the declaration, when one field is at fault
+    field: str | None = None
 
     def __str__(self) -> str:
+        where = f"{self.declaration}:{self.line}" if self.line else self.declaration
         env = f" [{self.environment}]" if self.environment else ""
+        at = f" {self.field}:" if self.field else ""
         req = f" (requirement: {self.requirement})" if self.requirement else ""
-        return f"{self.declaration}: {self.rule}: {self.project}{env}: {self.message}{req}"
+        return f"{where}: {self.rule}: {self.project}{env}:{at} {self.message}{req}"
 
 
 def _order(f: Failure) -> tuple[str, ...]:
@@ -61,6 +66,12 @@ FactsFor = Callable[[Declaration, Artifact], WheelFacts | None]
 @cache
 def _req(text: str) -> Requirement:
     return Requirement(text)
+
+
+@cache
+def _marker_text(requirement: str) -> str | None:
+    marker = _req(requirement).marker
+    return None if marker is None else str(marker)
 
 
 @cache
@@ -86,20 +97,12 @@ def _wheel_tags(filename: str) -> frozenset[Tag]:
     return parse_wheel_filename(filename)[3]
 
 
-def _satisfied(spec: SpecifierSet, version: str) -> bool:
-    # PEP 440: pre-releases are accepted when they are the only versions that match.
-    return bool(list(spec.filter([_version(version)])))
-
-
 def _admits(decl: Declaration, env: Environment) -> bool:
-    return decl.requires_python is None or _spec(decl.requires_python).contains(env.python, prereleases=True)
+    return admits(decl.requires_python, env)
 
 
 def _left_out(decl: Declaration, env: Environment) -> str | None:
-    for u in decl.unsupported:
-        if fnmatch.fnmatchcase(env.name, u.target) or fnmatch.fnmatchcase(env.platform, u.target):
-            return u.reason
-    return None
+    return left_out(decl.unsupported, env)
 
 
 def _norm_reqs(values: Iterable[str]) -> set[str]:
@@ -155,9 +158,13 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
                 fail(d, "metadata", f"{w.filename}: Requires-Dist not declared", req=r)
             for r in sorted(declared - actual):
                 fail(d, "metadata", f"{w.filename}: declared dependency not in METADATA", req=r)
-            if {canonicalize_name(e) for e in facts.provides_extra} != {canonicalize_name(e) for e in d.extras}:
-                fail(d, "metadata", f"{w.filename}: Provides-Extra is {sorted(facts.provides_extra)}, "
-                                    f"declared {sorted(d.extras)}")
+            provided = {canonicalize_name(e) for e in facts.provides_extra}
+            for i, e in enumerate(d.extras):
+                if canonicalize_name(e) not in provided:
+                    failures.append(Failure(
+                        str(d.path), "extras", d.canonical_name, None, None,
+                        f"{e!r} is not a Provides-Extra of {w.filename} (it provides: "
+                        f"{', '.join(sorted(provided)) or 'none'})", d.line_of("extras", i), f"extras[{i}]"))
         # test-closure
         if d.test:
             for text in d.test.requires:
@@ -166,38 +173,34 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
                 if target is None:
                     fail(d, "test-closure", f"test requirement names {test_req.name}, which is not in the set",
                          req=text)
-                elif not _satisfied(test_req.specifier, target.version):
+                elif not satisfied(test_req.specifier, target.version):
                     fail(d, "test-closure", f"the set has {target.name} {target.version}", req=text)
     failures += _closure(decls, by_name, envs)
+    failures += _extras(by_name, envs)
     return sorted(set(failures), key=_order)
 
 
 def _closure(decls: Mapping[str, Declaration], by_name: Mapping[str, Declaration],
              envs: list[Environment]) -> list[Failure]:
-    """Per environment, propagate requested extras to a fixed point, checking each active requirement."""
+    """Per environment, each installed project's base requirements (what its extras add is the ``extras``
+    rule's); an extra a requirement asks for must be one its project offers."""
     out: list[Failure] = []
-    parsed = {n: [(t, _req(t)) for t in d.dependencies] for n, d in by_name.items()}
+    parsed = {n: [(t, _req(t), _marker_text(t)) for t in d.dependencies] for n, d in by_name.items()}
     extras_of = {n: {canonicalize_name(e) for e in d.extras} for n, d in by_name.items()}
     for i, env in enumerate(envs):
         installed = {n for n, d in by_name.items() if _admits(d, env) and _left_out(d, env) is None}
-        requested: dict[str, set[str]] = {n: {""} for n in installed}
-        queue = [(n, "") for n in installed]
-        seen: set[tuple[str, str]] = set(queue)
-        while queue:
-            name, extra = queue.pop()
+        for name in sorted(installed):
             d = by_name[name]
-            for text, r in parsed[name]:
-                if r.marker is not None and not _marker_true(str(r.marker), i, extra):
+            for text, r, marker in parsed[name]:
+                if marker is not None and not _marker_true(marker, i, ""):
                     continue
-                if r.marker is None and extra:
-                    continue  # unconditional requirements were already checked for the base
                 target_name = canonicalize_name(r.name)
                 target = by_name.get(target_name)
                 if target is None:
                     out.append(Failure(str(d.path), "closure", name, env.name, text,
                                        f"requires {r.name}, which is not in the set"))
                     continue
-                if not _satisfied(r.specifier, target.version):
+                if not satisfied(r.specifier, target.version):
                     out.append(Failure(str(d.path), "closure", name, env.name, text,
                                        f"the set has {target.name} {target.version}"))
                 if target_name not in installed:
@@ -208,12 +211,45 @@ def _closure(decls: Mapping[str, Declaration], by_name: Mapping[str, Declaration
                 for e in map(canonicalize_name, r.extras):
                     if e not in extras_of[target_name]:
                         out.append(Failure(str(d.path), "closure", name, env.name, text,
-                                           f"{target.name} {target.version} has no extra {e!r}"))
-                    elif (target_name, e) not in seen:
-                        seen.add((target_name, e))
-                        requested[target_name].add(e)
-                        queue.append((target_name, e))
+                                           f"{target.name} {target.version} does not offer extra {e!r}"))
     return out
+
+
+def _extras(by_name: Mapping[str, Declaration], envs: list[Environment]) -> list[Failure]:
+    """Every offered extra's requirements (recursively through requested extras), in every environment
+    where the project is installed; one failure per requirement and reason, listing its environments."""
+    members = {n: member_of(d, envs) for n, d in by_name.items()}
+    grouped: dict[tuple[str, str, str, str], list[str]] = {}
+    for name in by_name:
+        for extra in sorted(members[name].extras):
+            for env in envs:
+                if env.name in members[name].unavailable:
+                    continue
+                for u in unmet(members, name, extra, env):
+                    grouped.setdefault((name, u.extra, u.requirement, u.message), []).append(env.name)
+    out = []
+    for (name, _extra, requirement, message), where in grouped.items():
+        out.append(Failure(str(by_name[name].path), "extras", name, _environments(where, envs), requirement,
+                           message))
+    return out
+
+
+def _environments(names: list[str], envs: list[Environment]) -> str:
+    """A list of environment names, shortened: ``all 20 environments``, or ``cp311-*`` for a Python
+    version on every platform (the glob ``[[unsupported]]`` targets use)."""
+    if len(set(names)) == len(envs):
+        return f"all {len(envs)} environments"
+    chosen = set(names)
+    out: list[str] = []
+    for env in envs:
+        python = env.name.split("-", 1)[0]
+        same = [e.name for e in envs if e.name.split("-", 1)[0] == python]
+        if set(same) <= chosen:
+            if f"{python}-*" not in out:
+                out.append(f"{python}-*")
+        elif env.name in chosen:
+            out.append(env.name)
+    return ", ".join(out)
 
 
 def report(failures: list[Failure], n_decls: int, n_envs: int, as_json: bool) -> str:

@@ -11,6 +11,10 @@ are found by asking it, offline, in the sandbox, and resolved in turn.
 Regenerating an existing declaration edits it with tomlkit, keeping comments,
 order, and hand-written overrides (``build.extra-inputs``, ``build.environment``,
 ``[test]``).
+
+``extras`` lists the extras the set offers: ``declare`` offers each ``Provides-Extra`` whose
+closure is in the set (or will be, given the names about to be declared) and writes the others as
+comments with the reason; a reviewer's choice in an existing file is kept (pipeline/model/extras.py).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import tarfile
 import tempfile
 import tomllib
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from email.parser import BytesParser
 from pathlib import Path
@@ -36,6 +40,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
+from pipeline.model import environments
 from pipeline.model.declaration import (
     DECLARATIONS_DIR,
     SCHEMA,
@@ -43,11 +48,21 @@ from pipeline.model.declaration import (
     BuildSpec,
     Declaration,
     load,
+    load_all,
     parse,
     path_for,
 )
 from pipeline.model.derivation import toolchain
 from pipeline.model.errors import DeclarationError, IndexError_, Problem, WheelproofError
+from pipeline.model.extras import (
+    ExtraChoice,
+    choice_comment,
+    is_valid_extra,
+    keep_choice,
+    member_of,
+    previous_choice,
+    propose,
+)
 from pipeline.model.filenames import sdist_problem, wheel_problem
 from pipeline.model.urlpolicy import url_problem
 from pipeline.realise.fetch import fetch
@@ -252,9 +267,46 @@ def _sized(store: Store, artifact: Artifact) -> Artifact:
     return replace(artifact, size=store.verified_path(artifact.sha256).stat().st_size)
 
 
+def choose_extras(name: str, version: str, facts: WheelFacts, root: Path, existing: Declaration | None,
+                  will_declare: Collection[str] = (), log: Callable[[str], None] = print) -> list[ExtraChoice]:
+    """Which of the wheel's ``Provides-Extra`` the declaration offers: those whose closure is in the set
+    under ``root`` (plus ``will_declare``) in every supported environment, the existing file's reviewed
+    choice kept."""
+    provided = []
+    for e in facts.extras:
+        normal = canonicalize_name(e)
+        if is_valid_extra(normal):
+            provided.append(normal)
+        else:
+            log(f"{name} {version}: ignoring Provides-Extra {e!r}: not a valid extra name (PEP 685)")
+    env_file = root / "environments.toml"
+    envs = environments.load(env_file if env_file.exists() else environments.ENVIRONMENTS_FILE)
+    members = {n: member_of(d, envs) for n, d in load_all(root).items() if n != canonicalize_name(name)}
+    proposal = propose(name, version, provided, facts.dependencies, facts.requires_python, members, envs,
+                       will_declare)
+    previous = None
+    if existing is not None:
+        source = tomlkit.parse(existing.path.read_text(encoding="utf-8")).get("extras")
+        previous = previous_choice(existing, source.as_string() if isinstance(source, tomlkit.items.Array) else "")
+    choices = keep_choice(proposal, previous)
+    for c in choices:
+        if c.note:
+            log(f"{name} {version}: extra {c.name!r}: {c.note}")
+        elif not c.offered:
+            log(f"{name} {version}: extra {c.name!r} not offered: {c.reason}")
+    if previous is not None:
+        for gone in sorted(previous.offered - {c.name for c in choices}):
+            log(f"{name} {version}: extra {gone!r} was offered, but this version does not provide it")
+    return choices
+
+
 def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None = None,
-            root: Path = DECLARATIONS_DIR, log: Callable[[str], None] = print) -> Path:
-    """Write (or regenerate) the declaration for ``NAME==VERSION``; returns its path."""
+            root: Path = DECLARATIONS_DIR, log: Callable[[str], None] = print,
+            will_declare: Collection[str] = ()) -> Path:
+    """Write (or regenerate) the declaration for ``NAME==VERSION``; returns its path.
+
+    ``will_declare``: names about to be declared alongside (their presence counts when choosing extras).
+    """
     from pipeline.realise.rebuild import PRIMARY, run_builder  # the sandbox asks the backend for dynamic requirements
 
     req = Requirement(spec)
@@ -288,6 +340,7 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
     requires = list(build_system.get("requires", []))
     before = next((w.upload_time for w in wheel_files if w.filename == upstream.filename), None)
     constraints = generator_pin(facts.generator, requires)
+    choices = choose_extras(name, version, facts, root, existing, will_declare, log)
     log(f"{name} {version}: backend {build_system['build-backend']}, generator {facts.generator!r}, "
         f"resolving {requires + constraints} as of {before}")
     try:
@@ -301,7 +354,8 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         build = BuildSpec(build_system["build-backend"], tuple(build_system.get("backend-path", [])),
                           tuple(requires), facts.generator, facts.source_date_epoch,
                           tuple(r.artifact for r in resolved), extra_inputs, environment)
-        decl = replace(provisional, requires_python=facts.requires_python, extras=tuple(facts.extras),
+        decl = replace(provisional, requires_python=facts.requires_python,
+                       extras=tuple(c.name for c in choices if c.offered),
                        dependencies=tuple(facts.dependencies), build=build)
         for a in build.all_inputs + toolchain():
             fetch(store, a, what=what, log=log)
@@ -319,7 +373,7 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         resolved = resolve(requires_all, index, before)
     else:
         raise WheelproofError(f"{what}: dynamic build requirements did not settle: {missing}")
-    write(decl, existing_path=path if path.exists() else None, resolved_before=before)
+    write(decl, existing_path=path if path.exists() else None, resolved_before=before, extras=choices)
     log(f"wrote {path}")
     return path
 
@@ -345,7 +399,22 @@ def _aot(artifacts: tuple[Artifact, ...] | list[Artifact]) -> Any:
     return aot
 
 
-def write(decl: Declaration, existing_path: Path | None = None, resolved_before: str | None = None) -> None:
+def extras_array(choices: Sequence[ExtraChoice]) -> Any:
+    """The ``extras`` array: offered names, and one comment line per extra not offered, with its reason."""
+    if all(c.offered for c in choices):
+        return _array([c.name for c in choices])
+    arr = tomlkit.array()
+    for c in choices:
+        if c.offered:
+            arr.add_line(c.name)
+        else:
+            arr.add_line(comment=choice_comment(c))
+    arr.add_line(indent="")
+    return arr
+
+
+def write(decl: Declaration, existing_path: Path | None = None, resolved_before: str | None = None,
+          extras: Sequence[ExtraChoice] | None = None) -> None:
     """Write ``decl`` as TOML, editing an existing file in place so comments and order survive.
 
     The text is validated as any declaration is loaded before it is written: a declaration that
@@ -365,7 +434,7 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
         doc["requires-python"] = decl.requires_python
     elif "requires-python" in doc:
         del doc["requires-python"]
-    doc["extras"] = _array(list(decl.extras))
+    doc["extras"] = extras_array(extras) if extras is not None else _array(list(decl.extras))
     doc["dependencies"] = _array(list(decl.dependencies))
     sdist = doc.get("sdist") or tomlkit.table()
     for key, value in (("filename", decl.sdist.filename), ("url", decl.sdist.url),
