@@ -6,7 +6,10 @@ import pytest
 
 from pipeline.model.declaration import load_all
 from pipeline.model.errors import DeclarationError
+from pipeline.model.records import LogRef, TestRecord, decode, encode
 from pipeline.realise import testing
+from pipeline.store.local import Store
+from pipeline.store.refindex import RefIndex
 from tests.conftest import needs_bwrap
 
 UNITTEST = 'command = ["python", "-m", "unittest", "discover", "-v", "-s", "tests"]\n'
@@ -22,9 +25,17 @@ def declare(world, body: str, table: str = ""):
 
 @pytest.mark.parametrize("outcome,up_to_date", [("passed", True), ("known-failure", True), ("failed", False),
                                                 ("error", False), ("timeout", False)])
-def test_only_accepted_results_are_up_to_date(outcome, up_to_date):
-    assert testing.is_up_to_date({"outcome": outcome}) is up_to_date
-    assert testing.is_up_to_date(None) is False
+def test_only_accepted_results_are_up_to_date(outcome, up_to_date, tmp_path):
+    record = TestRecord(test_id="t" * 64, plan={}, derivation_id="d" * 64, name="tiny", version="1.0",
+                        outcome=outcome, known_failure=None, tests=1, passed=0, failed=1, errors=0, skipped=0,
+                        duration=1.0, log=LogRef("3" * 64), references=())
+    assert record.succeeded is up_to_date
+    # The up-to-date index doit asks agrees, read back from a store.
+    store = Store(tmp_path / "store")
+    store.set_ref("tests", record.test_id, store.put_json(encode(record)))
+    index = RefIndex(store, "tests", lambda name, digest: decode(TestRecord, store.read_json(digest), name).succeeded)
+    assert index.done(record.test_id) is up_to_date
+    assert index.done("0" * 64) is False
 
 
 def test_known_failures_must_match_exactly():
@@ -58,8 +69,8 @@ def test_other_failures_and_passing_expected_failures_fail_the_run(world):
     declare(world, FAILING, 'known-failure = { reason = "upstream bug", tests = ["test_tiny.T.test_good"] }\n')
     decls = load_all(world.declarations)
     record = testing.run(testing.plan(decls["tiny"], decls), world.store, log=lambda m: None)
-    assert record["outcome"] == "failed"
-    assert record["error"] == ("1 unexpected failure(s): test_tiny.T.test_bad; 1 expected failure(s) now "
+    assert record.outcome == "failed"
+    assert record.error == ("1 unexpected failure(s): test_tiny.T.test_bad; 1 expected failure(s) now "
                                "pass (update known-failure.tests): test_tiny.T.test_good")
-    assert record["failed_ids"] == ["test_tiny.T.test_bad"]
-    assert not testing.is_up_to_date(record)
+    assert record.failed_ids == ("test_tiny.T.test_bad",)
+    assert not record.succeeded
