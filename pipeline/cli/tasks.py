@@ -12,7 +12,7 @@ from pipeline.model.errors import DeclarationError, WheelproofError
 from pipeline.model.locations import DECLARATIONS_DIR
 from pipeline.realise.evaluation import Evaluation
 from pipeline.realise.graph import BUILD, TEST, Graph, Node
-from pipeline.store.local import GcReport, Store
+from pipeline.store.local import GcReport, Store, default_root
 from pipeline.store.refindex import RefIndex
 
 # dodo.py imports this module for every doit command, so only what a no-op needs (the cached graph
@@ -32,7 +32,7 @@ def store() -> Store:
 
 @cache
 def evaluation() -> Evaluation:
-    return Evaluation(DECLARATIONS_DIR, store())
+    return Evaluation(DECLARATIONS_DIR, default_root())
 
 
 def _or_exit(compute: Callable[[], T]) -> T:

@@ -29,7 +29,7 @@ from pipeline.model.declaration import Declaration
 from pipeline.model.environments import Environment, admits, unavailable
 
 __all__ = ["ExtraChoice", "Member", "PreviousChoice", "Unmet", "added_by", "choice_comment", "is_valid_extra",
-           "keep_choice", "member_of", "previous_choice", "propose", "satisfied", "unmet"]
+           "keep_choice", "member_of", "previous_choice", "propose", "requirement_satisfied", "satisfied", "unmet"]
 
 NOT_OFFERED = "not offered"   # an automatic choice: re-evaluated every time `declare` runs
 WITHHELD = "withheld"         # a reviewer's choice: kept as written
@@ -54,10 +54,21 @@ def _holds(marker: str, env: Environment, extra: str) -> bool:
     return Marker(marker).evaluate({**env.markers, "extra": extra})
 
 
-@lru_cache(maxsize=1 << 16)
 def satisfied(specifier: SpecifierSet, version: str) -> bool:
     """PEP 440 as an installer applies it: pre-releases match only when nothing else does."""
-    return bool(list(specifier.filter([Version(version)])))
+    return _satisfied(str(specifier), version)
+
+
+@lru_cache(maxsize=1 << 16)
+def _satisfied(specifier: str, version: str) -> bool:
+    # Keyed by text: hashing a SpecifierSet canonicalises every specifier each time.
+    return bool(list(SpecifierSet(specifier).filter([Version(version)])))
+
+
+@cache
+def requirement_satisfied(requirement: str, version: str) -> bool:
+    """Whether ``version`` satisfies the specifier of the PEP 508 ``requirement`` (see :func:`satisfied`)."""
+    return _satisfied(str(_requirement(requirement)[0].specifier), version)
 
 
 def added_by(dependencies: Iterable[str], extra: str, env: Environment) -> list[tuple[str, Requirement]]:
@@ -130,7 +141,7 @@ def unmet(members: Mapping[str, Member], project: str, extra: str, env: Environm
             if target is None:
                 miss(f"requires {r.name}, which is not in the set", missing=True)
                 continue
-            if target.version is not None and not satisfied(r.specifier, target.version):
+            if target.version is not None and not requirement_satisfied(text, target.version):
                 miss(f"requires {r.name}{r.specifier}; the set has {target.version}")
             if env.name in target.unavailable:
                 miss(f"requires {r.name}, which is not available here ({target.unavailable[env.name]})")

@@ -8,7 +8,7 @@ facts) is at the edge in :func:`check_set`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
 
@@ -21,7 +21,7 @@ from packaging.version import Version
 
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.environments import Environment, admits, left_out
-from pipeline.model.extras import member_of, satisfied, unmet
+from pipeline.model.extras import member_of, requirement_satisfied, unmet
 from pipeline.wheel.facts import WheelFacts
 
 RULES = {
@@ -173,11 +173,42 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
                 if target is None:
                     fail(d, "test-closure", f"test requirement names {test_req.name}, which is not in the set",
                          req=text)
-                elif not satisfied(test_req.specifier, target.version):
+                elif not requirement_satisfied(text, target.version):
                     fail(d, "test-closure", f"the set has {target.name} {target.version}", req=text)
     failures += _closure(decls, by_name, envs)
     failures += _extras(by_name, envs)
     return sorted(set(failures), key=_order)
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """One base requirement checked against the set, once for every environment."""
+
+    text: str
+    marker: str | None
+    target: str                     # the canonical name it requires
+    missing: str | None             # why the target is not in the set at all
+    version: str | None             # why the set's version does not satisfy it
+    extras: tuple[str, ...]         # the extras it asks for that the target does not offer
+
+
+def _resolve(d: Declaration, by_name: Mapping[str, Declaration],
+             extras_of: Mapping[str, Collection[str]]) -> list[_Resolved]:
+    out = []
+    for text in d.dependencies:
+        r = _req(text)
+        name = canonicalize_name(r.name)
+        target = by_name.get(name)
+        if target is None:
+            out.append(_Resolved(text, _marker_text(text), name, f"requires {r.name}, which is not in the set",
+                                 None, ()))
+            continue
+        version = None if requirement_satisfied(text, target.version) else \
+            f"the set has {target.name} {target.version}"
+        extras = tuple(f"{target.name} {target.version} does not offer extra {e!r}"
+                       for e in map(canonicalize_name, r.extras) if e not in extras_of[name])
+        out.append(_Resolved(text, _marker_text(text), name, None, version, extras))
+    return out
 
 
 def _closure(decls: Mapping[str, Declaration], by_name: Mapping[str, Declaration],
@@ -185,33 +216,32 @@ def _closure(decls: Mapping[str, Declaration], by_name: Mapping[str, Declaration
     """Per environment, each installed project's base requirements (what its extras add is the ``extras``
     rule's); an extra a requirement asks for must be one its project offers."""
     out: list[Failure] = []
-    parsed = {n: [(t, _req(t), _marker_text(t)) for t in d.dependencies] for n, d in by_name.items()}
     extras_of = {n: {canonicalize_name(e) for e in d.extras} for n, d in by_name.items()}
+    # What does not depend on the environment is worked out once per requirement, not once per environment.
+    resolved = {n: _resolve(d, by_name, extras_of) for n, d in by_name.items()}
     for i, env in enumerate(envs):
         installed = {n for n, d in by_name.items() if _admits(d, env) and _left_out(d, env) is None}
         for name in sorted(installed):
-            d = by_name[name]
-            for text, r, marker in parsed[name]:
-                if marker is not None and not _marker_true(marker, i, ""):
+            path = str(by_name[name].path)
+
+            def fail(req: _Resolved, message: str, name: str = name, path: str = path, where: str = env.name) -> None:
+                out.append(Failure(path, "closure", name, where, req.text, message))
+
+            for req in resolved[name]:
+                if req.marker is not None and not _marker_true(req.marker, i, ""):
                     continue
-                target_name = canonicalize_name(r.name)
-                target = by_name.get(target_name)
-                if target is None:
-                    out.append(Failure(str(d.path), "closure", name, env.name, text,
-                                       f"requires {r.name}, which is not in the set"))
+                if req.missing:
+                    fail(req, req.missing)
                     continue
-                if not satisfied(r.specifier, target.version):
-                    out.append(Failure(str(d.path), "closure", name, env.name, text,
-                                       f"the set has {target.name} {target.version}"))
-                if target_name not in installed:
+                if req.version:
+                    fail(req, req.version)
+                if req.target not in installed:
+                    target = by_name[req.target]
                     why = _left_out(target, env) or f"requires-python {target.requires_python}"
-                    out.append(Failure(str(d.path), "closure", name, env.name, text,
-                                       f"{target.name} is not available here ({why})"))
+                    fail(req, f"{target.name} is not available here ({why})")
                     continue
-                for e in map(canonicalize_name, r.extras):
-                    if e not in extras_of[target_name]:
-                        out.append(Failure(str(d.path), "closure", name, env.name, text,
-                                           f"{target.name} {target.version} does not offer extra {e!r}"))
+                for message in req.extras:
+                    fail(req, message)
     return out
 
 

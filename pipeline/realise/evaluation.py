@@ -19,6 +19,7 @@ The graph and the file identities live in a small ``graph.pickle``; the parsed d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -33,7 +34,7 @@ from pipeline.model.derivation import build_platform, builder_digest, canonical_
 from pipeline.model.locations import DECLARATIONS_DIR, NON_DECLARATIONS
 from pipeline.realise.graph import Graph
 from pipeline.realise.sandbox import unsandboxed_requested
-from pipeline.store.local import Store, atomic_write
+from pipeline.store.local import Store, atomic_write, default_root
 
 if TYPE_CHECKING:
     from pipeline.model.declaration import Declaration, Problem
@@ -80,13 +81,15 @@ class _Index:
 class Evaluation:
     """The declarations under ``root`` and their graph, evaluated at most once per change."""
 
-    def __init__(self, root: Path = DECLARATIONS_DIR, store: Store | None = None):
+    def __init__(self, root: Path = DECLARATIONS_DIR, store: Store | Path | None = None):
         self.root = root.resolve()
-        self.store = store or Store()
+        # A path is enough: the cache directory is made only when there is something to write, so an
+        # evaluation that fails (a bad declaration) leaves no trace, not even an empty store.
+        store_root = store.root if isinstance(store, Store) else store if store is not None else default_root()
         key = hashlib.sha256(canonical_json({
             "code": code_digest(), "builders": builder_digest(), "platform": build_platform(),
             "unsandboxed": unsandboxed_requested(), "root": str(self.root)})).hexdigest()
-        self.cache_dir = self.store.root / "cache" / f"eval-{key[:32]}"
+        self.cache_dir = store_root / "cache" / f"eval-{key[:32]}"
         self._graph: Graph | None = None
         self._decls: dict[str, Declaration] | None = None
 
@@ -164,7 +167,9 @@ class Evaluation:
 
         decls = dict(sorted(load_all(self.root, read).items()))
         self._decls, self._graph = decls, plan(decls)
-        by_digest = {files[d.path.relative_to(self.root).as_posix()].sha256: d for d in decls.values()}
+        # The raw TOML document is left out: nothing reads it after validation, and it doubles the cache.
+        by_digest = {files[d.path.relative_to(self.root).as_posix()].sha256: dataclasses.replace(d, raw={})
+                     for d in decls.values()}
         self._write("declarations.pickle", by_digest)
         self._write("graph.pickle", _Index(files, self._graph))
 

@@ -46,8 +46,8 @@ def test_symlink_in_out_is_not_followed(world):
     key = world.root / "release.key"
     key.write_text("untrusted comment: minisign secret key\nSECRET-KEY-BYTES-0123456789\n")
     record = hostile_build(world, f"os.unlink(path)\nos.symlink({str(key)!r}, path)")
-    assert record["verdict"] == "failed"
-    assert record["error"] == ("wheelproof: rejected: out/tiny-1.0-py3-none-any.whl: refused (a symbolic link); "
+    assert record.verdict == "failed"
+    assert record.error == ("wheelproof: rejected: out/tiny-1.0-py3-none-any.whl: refused (a symbolic link); "
                                "the host takes only regular files")
     assert not store_holds(world, b"SECRET-KEY-BYTES-0123456789")
 
@@ -56,8 +56,8 @@ def test_symlink_in_out_is_not_followed(world):
 @needs_bwrap
 def test_hardlink_to_an_input_is_refused_by_the_kernel(world):
     record = hostile_build(world, "os.unlink(path)\nos.link('/inputs/sdist/tiny-1.0.tar.gz', path)")
-    log = world.store.read_compressed(record["log"]["sha256"]).decode()
-    assert record["verdict"] == "failed" and "OSError: [Errno 18] Invalid cross-device link" in log
+    log = world.store.read_compressed(record.log.sha256).decode()
+    assert record.verdict == "failed" and "OSError: [Errno 18] Invalid cross-device link" in log
 
 
 @pytest.mark.integration
@@ -65,7 +65,7 @@ def test_hardlink_to_an_input_is_refused_by_the_kernel(world):
 def test_fifo_in_out_does_not_hang_the_host(world):
     started = time.monotonic()
     record = hostile_build(world, "os.unlink(path)\nos.mkfifo(path)")
-    assert record["verdict"] == "failed" and "is not a regular file (mode prw" in record["error"]
+    assert record.verdict == "failed" and "is not a regular file (mode prw" in record.error
     assert time.monotonic() - started < 60
 
 
@@ -73,9 +73,9 @@ def test_fifo_in_out_does_not_hang_the_host(world):
 @needs_bwrap
 def test_a_wheel_that_is_not_a_zip(world):
     record = hostile_build(world, "open(path, 'wb').write(b'not a zip at all')")
-    assert record["verdict"] == "failed"
-    assert record["error"].startswith("wheelproof: rejected: out/tiny-1.0-py3-none-any.whl: not a zip archive")
-    assert "Traceback" not in record["log_tail"].split("wheelproof: rejected")[-1]
+    assert record.verdict == "failed"
+    assert record.error.startswith("wheelproof: rejected: out/tiny-1.0-py3-none-any.whl: not a zip archive")
+    assert "Traceback" not in record.log_tail.split("wheelproof: rejected")[-1]
 
 
 @pytest.mark.integration
@@ -88,8 +88,8 @@ def test_a_zip_with_a_lying_local_header(world):
             "data[i:i + len(name)] = b'evil.py'\n"
             "open(path, 'wb').write(data)")
     record = hostile_build(world, body)
-    assert record["verdict"] == "failed"
-    assert "member 'tiny.py': its local header names 'evil.py'" in record["error"]
+    assert record.verdict == "failed"
+    assert "member 'tiny.py': its local header names 'evil.py'" in record.error
 
 
 # -- the checks themselves, without a sandbox -------------------------------------------------------

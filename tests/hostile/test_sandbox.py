@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration, needs_bwrap]
 def built(world, hook: str, limits: str = "", **spec: object) -> tuple[dict, str]:
     decl = world.declare_tiny(hook=hook, test_table=limits, **spec)
     record = build(decl, world.store, log=lambda m: None)
-    return record, world.store.read_compressed(record["log"]["sha256"]).decode(errors="replace")
+    return record, world.store.read_compressed(record.log.sha256).decode(errors="replace")
 
 
 def test_build_is_unprivileged_and_cannot_remount(world):
@@ -43,7 +43,7 @@ for target in ("/etc", "/inputs", "/usr", {str(prefix)!r}):
 open({str(prefix / "wheelproof-pwned")!r}, "w").write("pwned")
 """
     record, log = built(world, hook)
-    assert record["verdict"] == "failed" and record["violation"] == "write outside the build directory"
+    assert record.verdict == "failed" and record.violation == "write outside the build directory"
     assert "ids 1000 1000 ['CapEff:\\t0000000000000000']" in log
     for target in ("/etc", "/inputs", "/usr", str(prefix)):
         assert f"remount {target} 32 ['mount: {target}: must be superuser" in log
@@ -53,8 +53,8 @@ open({str(prefix / "wheelproof-pwned")!r}, "w").write("pwned")
 @pytest.mark.parametrize("target", ["/etc/wheelproof-pwned", "/inputs/sdist/pwned", "/usr/wheelproof-pwned"])
 def test_writes_to_system_and_inputs_are_refused(world, target):
     record, _ = built(world, f"open({target!r}, 'w').write('pwned')\n")
-    assert record["verdict"] == "failed" and record["violation"] == "write outside the build directory"
-    assert "Read-only file system" in record["error"]
+    assert record.verdict == "failed" and record.violation == "write outside the build directory"
+    assert "Read-only file system" in record.error
     assert not Path("/etc/wheelproof-pwned").exists() and not Path("/usr/wheelproof-pwned").exists()
 
 
@@ -65,8 +65,8 @@ def test_setuid_is_refused(world):
             "print('setuid mount', r.returncode, r.stderr.strip().splitlines()[:1])\n"
             "os.setuid(0)\n")
     record, log = built(world, hook)
-    assert record["verdict"] == "failed"
-    assert record["error"] == "OSError: [Errno 22] Invalid argument"  # uid 0 does not exist in the sandbox
+    assert record.verdict == "failed"
+    assert record.error == "OSError: [Errno 22] Invalid argument"  # uid 0 does not exist in the sandbox
     assert "setuid mount 32 ['mount: /out: must be superuser to use mount.']" in log
 
 
@@ -78,7 +78,7 @@ def test_proc_sys_is_read_only(world):
             "capture_output=True, text=True)\nprint('writable', len(r.stdout.split()))\n"
             "open('/proc/sys/kernel/hostname', 'w').write('pwned')\n")
     record, log = built(world, hook)
-    assert record["verdict"] == "failed" and "Read-only file system" in record["error"]
+    assert record.verdict == "failed" and "Read-only file system" in record.error
     assert "writable 0\n" in log
     assert Path("/proc/sys/kernel/hostname").read_text() == before
 
@@ -86,8 +86,8 @@ def test_proc_sys_is_read_only(world):
 def test_etc_is_made_up_and_has_no_shadow(world):
     hook = "print('passwd', open('/etc/passwd').read().split())\nopen('/etc/shadow').read()\n"
     record, log = built(world, hook)
-    assert record["verdict"] == "failed"
-    assert record["error"] == "FileNotFoundError: [Errno 2] No such file or directory: '/etc/shadow'"
+    assert record.verdict == "failed"
+    assert record.error == "FileNotFoundError: [Errno 2] No such file or directory: '/etc/shadow'"
     assert "builder:x:1000:1000:builder:/home/builder:/bin/sh" in log
     host_users = {line.split(":")[0] for line in Path("/etc/passwd").read_text().splitlines()} - {"root", "nobody"}
     assert not [u for u in host_users if f"'{u}:" in log]
@@ -102,7 +102,7 @@ print("env", sorted(os.environ))
 print(open("/proc/self/mountinfo").read())
 """
     record, log = built(world, hook)
-    assert record["verdict"] == "identical"  # the wheel holds nothing of it either: it is upstream's bytes
+    assert record.verdict == "identical"  # the wheel holds nothing of it either: it is upstream's bytes
     assert "pid1 b''" in log
     assert "s3cr3t-value-from-the-host" not in log and "WHEELPROOF_HOST_SECRET" not in log
     for host_path in (str(REPO), str(world.store_root), str(world.root)):
@@ -124,7 +124,7 @@ finally:
 """
     started = time.monotonic()
     record, log = built(world, hook, limits_table(processes=64))
-    assert record["verdict"] == "failed"
+    assert record.verdict == "failed"
     assert "BlockingIOError: [Errno 11] Resource temporarily unavailable" in log
     forked = int(log.split("forked ", 1)[1].split()[0])
     assert forked < 64
@@ -133,26 +133,26 @@ finally:
 
 def test_memory_hog_is_stopped(world):
     record, _ = built(world, "hog = bytearray(2 << 30)\n", limits_table(memory="512MiB"))
-    assert record["verdict"] == "failed" and record["error"] == "MemoryError"
+    assert record.verdict == "failed" and record.error == "MemoryError"
 
 
 def test_file_size_limit(world):
     record, _ = built(world, "open('big', 'wb').write(bytes(64 << 20))\n", limits_table(**{"file-size": "8MiB"}))
-    assert record["verdict"] == "failed" and "[Errno 27] File too large" in record["error"]
+    assert record.verdict == "failed" and "[Errno 27] File too large" in record.error
 
 
 def test_workspace_limit(world):
     hook = "for i in range(40):\n    open(f'f{i}', 'wb').write(bytes(4 << 20))\nimport time\ntime.sleep(30)\n"
     record, _ = built(world, hook, limits_table(workspace="64MiB"))
-    assert record["verdict"] == "failed"
-    assert record["error"] == f"wheelproof: stopped: wrote more than the workspace limit ({64 << 20} bytes)"
+    assert record.verdict == "failed"
+    assert record.error == f"wheelproof: stopped: wrote more than the workspace limit ({64 << 20} bytes)"
 
 
 def test_infinite_output_is_stopped_and_the_log_capped(world):
     hook = "import sys\nwhile True:\n    sys.stdout.write('x' * 1000 + '\\n')\n"
     record, log = built(world, hook, limits_table(output="16MiB", **{"log-kept": "64KiB"}))
-    assert record["verdict"] == "failed"
-    assert record["error"] == f"wheelproof: stopped: printed more than the output limit ({16 << 20} bytes)"
+    assert record.verdict == "failed"
+    assert record.error == f"wheelproof: stopped: printed more than the output limit ({16 << 20} bytes)"
     assert "[wheelproof: log cut:" in log
     assert len(log) < 2 * (64 << 10) + 4096  # two phases' logs at most, each capped
 
@@ -163,7 +163,7 @@ def test_infinite_output_is_stopped_and_the_log_capped(world):
 ])
 def test_sdist_decompression_bomb_is_refused_before_it_is_written(world, member, limits, message):
     record, _ = built(world, "", limits, sdist_files={"bomb.bin": "\0" * member})
-    assert record["verdict"] == "failed" and record["error"] == f"wheelproof: tiny-1.0.tar.gz {message}"
+    assert record.verdict == "failed" and record.error == f"wheelproof: tiny-1.0.tar.gz {message}"
 
 
 @pytest.mark.parametrize("box", [Bubblewrap, Unsandboxed])
