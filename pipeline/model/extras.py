@@ -17,16 +17,15 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 
 from packaging.markers import Marker
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, is_normalized_name
-from packaging.version import Version
 
 from pipeline.model.declaration import Declaration
 from pipeline.model.environments import Environment, admits, unavailable
+from pipeline.model.requirements import Req, parse_requirement, satisfied_by
 
 __all__ = ["ExtraChoice", "Member", "PreviousChoice", "Unmet", "added_by", "choice_comment", "is_valid_extra",
            "keep_choice", "member_of", "previous_choice", "propose", "requirement_satisfied", "satisfied", "unmet"]
@@ -41,12 +40,9 @@ def is_valid_extra(name: str) -> bool:
     return is_normalized_name(name)
 
 
-@cache
-def _requirement(text: str) -> tuple[Requirement, str | None]:
-    """The parsed requirement and, if its marker can depend on ``extra``, the marker's text."""
-    r = Requirement(text)
-    marker = str(r.marker) if r.marker is not None else None
-    return r, marker if marker is not None and "extra" in marker else None
+def _extra_marker(req: Req) -> str | None:
+    """The marker's text if it can depend on ``extra``."""
+    return req.marker if req.marker is not None and "extra" in req.marker else None
 
 
 @lru_cache(maxsize=1 << 16)
@@ -54,30 +50,24 @@ def _holds(marker: str, env: Environment, extra: str) -> bool:
     return Marker(marker).evaluate({**env.markers, "extra": extra})
 
 
-def satisfied(specifier: SpecifierSet, version: str) -> bool:
+def satisfied(specifier: SpecifierSet | str, version: str) -> bool:
     """PEP 440 as an installer applies it: pre-releases match only when nothing else does."""
-    return _satisfied(str(specifier), version)
+    return satisfied_by(str(specifier), version)
 
 
-@lru_cache(maxsize=1 << 16)
-def _satisfied(specifier: str, version: str) -> bool:
-    # Keyed by text: hashing a SpecifierSet canonicalises every specifier each time.
-    return bool(list(SpecifierSet(specifier).filter([Version(version)])))
-
-
-@cache
 def requirement_satisfied(requirement: str, version: str) -> bool:
     """Whether ``version`` satisfies the specifier of the PEP 508 ``requirement`` (see :func:`satisfied`)."""
-    return _satisfied(str(_requirement(requirement)[0].specifier), version)
+    return satisfied_by(parse_requirement(requirement).specifier, version)
 
 
-def added_by(dependencies: Iterable[str], extra: str, env: Environment) -> list[tuple[str, Requirement]]:
+def added_by(dependencies: Iterable[str], extra: str, env: Environment) -> list[tuple[str, Req]]:
     """The requirements that ``[extra]`` adds to the base install in ``env``: marker true with ``extra``
     set to it, false without (so ``python_version < "3.11" or extra == "x"`` counts only where the base
     does not already need it)."""
     out = []
     for text in dependencies:
-        r, marker = _requirement(text)
+        r = parse_requirement(text)
+        marker = _extra_marker(r)
         if marker is not None and _holds(marker, env, extra) and not _holds(marker, env, ""):
             out.append((text, r))
     return out
@@ -131,7 +121,7 @@ def unmet(members: Mapping[str, Member], project: str, extra: str, env: Environm
     while stack:
         name, e, via = stack.pop()
         for text, r in added_by(members[name].dependencies, e, env):
-            target_name = canonicalize_name(r.name)
+            target_name = r.canonical
             target = members.get(target_name)
 
             def miss(reason: str, missing: bool = False, text: str = text, target_name: str = target_name,
@@ -148,7 +138,7 @@ def unmet(members: Mapping[str, Member], project: str, extra: str, env: Environm
                 continue
             if target.version is None:
                 continue  # about to be declared: its own extras are proposed when it is
-            for x in sorted(canonicalize_name(x) for x in r.extras):
+            for x in r.extras:
                 if x not in target.extras:
                     miss(f"requires {r.name}[{x}], and {target_name} does not offer extra {x!r}")
                 elif (target_name, x) not in seen:

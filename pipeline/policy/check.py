@@ -15,13 +15,14 @@ from functools import cache, lru_cache
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.tags import Tag
+from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.environments import Environment, admits, left_out
 from pipeline.model.extras import member_of, requirement_satisfied, unmet
+from pipeline.model.requirements import parse_requirement, satisfied_by
 from pipeline.wheel.facts import WheelFacts
 
 RULES = {
@@ -69,12 +70,6 @@ def _req(text: str) -> Requirement:
 
 
 @cache
-def _marker_text(requirement: str) -> str | None:
-    marker = _req(requirement).marker
-    return None if marker is None else str(marker)
-
-
-@cache
 def _spec(text: str) -> SpecifierSet:
     return SpecifierSet(text)
 
@@ -92,9 +87,16 @@ def _marker_true(marker: str, env_index: int, extra: str) -> bool:
 _ENVS: list[Environment] = []
 
 
-@cache
-def _wheel_tags(filename: str) -> frozenset[Tag]:
-    return parse_wheel_filename(filename)[3]
+def _tag_part(filename: str) -> str:
+    """``py3-none-any`` of ``name-1.0-py3-none-any.whl``: all that decides where a wheel installs."""
+    return "-".join(filename.removesuffix(".whl").rsplit("-", 3)[1:])
+
+
+@lru_cache(maxsize=1 << 12)
+def _installable_on(tags: str) -> frozenset[int]:
+    """Indices of the supported environments (of this run) a wheel with these tags installs on."""
+    tag_set = parse_tag(tags)
+    return frozenset(i for i, env in enumerate(_ENVS) if tag_set & env.tag_set)
 
 
 def _admits(decl: Declaration, env: Environment) -> bool:
@@ -113,6 +115,7 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
     envs = list(envs)
     _ENVS[:] = envs
     _marker_true.cache_clear()
+    _installable_on.cache_clear()
     failures: list[Failure] = []
 
     def fail(d: Declaration, rule: str, message: str, env: Environment | None = None, req: str | None = None):
@@ -127,9 +130,10 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
                 fail(d, "names", f"wheel {w.filename} is of project {name}")
             if version != _version(d.version):
                 fail(d, "single-version", f"wheel {w.filename} is version {version}, declared {d.version}")
-        # platform-unique and coverage
-        for env in envs:
-            installable = [w for w in d.wheels if _wheel_tags(w.filename) & env.tag_set]
+        # platform-unique and coverage (which environments a wheel installs on depends only on its tags)
+        installs_on = [_installable_on(_tag_part(w.filename)) for w in d.wheels]
+        for i, env in enumerate(envs):
+            installable = [w for w, on in zip(d.wheels, installs_on, strict=True) if i in on]
             if len(installable) > 1:
                 fail(d, "platform-unique", "wheels installable together: " +
                      ", ".join(w.filename for w in installable), env)
@@ -196,18 +200,15 @@ def _resolve(d: Declaration, by_name: Mapping[str, Declaration],
              extras_of: Mapping[str, Collection[str]]) -> list[_Resolved]:
     out = []
     for text in d.dependencies:
-        r = _req(text)
-        name = canonicalize_name(r.name)
-        target = by_name.get(name)
+        r = parse_requirement(text)
+        target = by_name.get(r.canonical)
         if target is None:
-            out.append(_Resolved(text, _marker_text(text), name, f"requires {r.name}, which is not in the set",
-                                 None, ()))
+            out.append(_Resolved(text, r.marker, r.canonical, f"requires {r.name}, which is not in the set", None, ()))
             continue
-        version = None if requirement_satisfied(text, target.version) else \
-            f"the set has {target.name} {target.version}"
+        version = None if satisfied_by(r.specifier, target.version) else f"the set has {target.name} {target.version}"
         extras = tuple(f"{target.name} {target.version} does not offer extra {e!r}"
-                       for e in map(canonicalize_name, r.extras) if e not in extras_of[name])
-        out.append(_Resolved(text, _marker_text(text), name, None, version, extras))
+                       for e in r.extras if e not in extras_of[r.canonical])
+        out.append(_Resolved(text, r.marker, r.canonical, None, version, extras))
     return out
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.model.derivation import build_platform, builder_digest, canonical_json
 from pipeline.model.locations import DECLARATIONS_DIR, NON_DECLARATIONS
+from pipeline.model.requirements import parse_requirement, remember
 from pipeline.realise.graph import Graph
 from pipeline.realise.sandbox import unsandboxed_requested
 from pipeline.store.local import Store, atomic_write, default_root
@@ -113,6 +114,8 @@ class Evaluation:
                 decls = (cached[e.sha256] for e in index.files.values())
                 self._decls = dict(sorted((d.canonical_name, d) for d in decls))
                 self._graph = self._graph or index.graph
+                reqs = self._read("requirements.pickle")
+                remember(reqs if isinstance(reqs, list) else [])
             else:
                 self._evaluate()
         assert self._decls is not None
@@ -171,6 +174,9 @@ class Evaluation:
         by_digest = {files[d.path.relative_to(self.root).as_posix()].sha256: dataclasses.replace(d, raw={})
                      for d in decls.values()}
         self._write("declarations.pickle", by_digest)
+        # Each requirement parsed once here, so the rules (check) need not parse them again next time.
+        texts = {t for d in decls.values() for t in (*d.dependencies, *(d.test.requires if d.test else ()))}
+        self._write("requirements.pickle", [parse_requirement(t) for t in sorted(texts)])
         self._write("graph.pickle", _Index(files, self._graph))
 
     def _read_index(self) -> _Index | None:

@@ -208,11 +208,11 @@ def test_log_forked_and_resigned_with_the_real_key(s):
 def test_crash_after_the_manifest_before_the_log(s, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies here
-    monkeypatch.setattr(Releases, "_append", crash)
-    with pytest.raises(KeyboardInterrupt):
-        s.publish(**{"extra.py": "X = 3\n"})
+    with monkeypatch.context() as m:  # only this patch is undone: the world fixture's settings stay
+        m.setattr(Releases, "_append", crash)
+        with pytest.raises(KeyboardInterrupt):
+            s.publish(**{"extra.py": "X = 3\n"})
     assert len(list(s.rel.manifests.glob("000003-*.json"))) == 1  # written, never logged
-    monkeypatch.undo()
     path, manifest = s.publish(**{"extra.py": "X = 4\n"})
     assert manifest["sequence"] == 3 and [p.name for p in s.rel.manifests.glob("000003-*.json")] == [path.name]
     assert [r.sequence for r in logged_releases(s.rel.entries(9))] == [1, 2, 3]
@@ -224,10 +224,10 @@ def test_crash_after_the_log_before_latest(s, monkeypatch):
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(pinned.PinnedCheckpoint, "save", crash)
-    with pytest.raises(KeyboardInterrupt):
-        s.publish(**{"extra.py": "X = 3\n"})
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(pinned.PinnedCheckpoint, "save", crash)
+        with pytest.raises(KeyboardInterrupt):
+            s.publish(**{"extra.py": "X = 3\n"})
     assert (s.rel.root / "latest").read_text().strip() == s.paths[1].name  # not updated
     before = s.state.read_bytes()
     refused(s, s.verify(), "names release 2, but the log's newest release is 3", before)
