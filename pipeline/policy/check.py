@@ -21,7 +21,7 @@ from packaging.version import Version
 
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.environments import Environment, admits, left_out
-from pipeline.model.extras import member_of, requirement_satisfied, unmet
+from pipeline.model.extras import Member, member_of, requirement_satisfied, unmet
 from pipeline.model.requirements import parse_requirement, satisfied_by
 from pipeline.wheel.facts import WheelFacts
 
@@ -179,8 +179,9 @@ def run_rules(decls: dict[str, Declaration], envs: Iterable[Environment], facts_
                          req=text)
                 elif not requirement_satisfied(text, target.version):
                     fail(d, "test-closure", f"the set has {target.name} {target.version}", req=text)
-    failures += _closure(decls, by_name, envs)
-    failures += _extras(by_name, envs)
+    members = {n: member_of(d, envs) for n, d in by_name.items()}  # where each is installed, once
+    failures += _closure(by_name, members, envs)
+    failures += _extras(by_name, members, envs)
     return sorted(set(failures), key=_order)
 
 
@@ -212,21 +213,21 @@ def _resolve(d: Declaration, by_name: Mapping[str, Declaration],
     return out
 
 
-def _closure(decls: Mapping[str, Declaration], by_name: Mapping[str, Declaration],
+def _closure(by_name: Mapping[str, Declaration], members: Mapping[str, Member],
              envs: list[Environment]) -> list[Failure]:
     """Per environment, each installed project's base requirements (what its extras add is the ``extras``
     rule's); an extra a requirement asks for must be one its project offers."""
     out: list[Failure] = []
-    extras_of = {n: {canonicalize_name(e) for e in d.extras} for n, d in by_name.items()}
+    extras_of = {n: m.extras for n, m in members.items()}
     # What does not depend on the environment is worked out once per requirement, not once per environment.
     resolved = {n: _resolve(d, by_name, extras_of) for n, d in by_name.items()}
+    paths = {n: str(d.path) for n, d in by_name.items()}
     for i, env in enumerate(envs):
-        installed = {n for n, d in by_name.items() if _admits(d, env) and _left_out(d, env) is None}
+        installed = {n for n, m in members.items() if env.name not in m.unavailable}
         for name in sorted(installed):
-            path = str(by_name[name].path)
 
-            def fail(req: _Resolved, message: str, name: str = name, path: str = path, where: str = env.name) -> None:
-                out.append(Failure(path, "closure", name, where, req.text, message))
+            def fail(req: _Resolved, message: str, name: str = name, where: str = env.name) -> None:
+                out.append(Failure(paths[name], "closure", name, where, req.text, message))
 
             for req in resolved[name]:
                 if req.marker is not None and not _marker_true(req.marker, i, ""):
@@ -237,24 +238,23 @@ def _closure(decls: Mapping[str, Declaration], by_name: Mapping[str, Declaration
                 if req.version:
                     fail(req, req.version)
                 if req.target not in installed:
-                    target = by_name[req.target]
-                    why = _left_out(target, env) or f"requires-python {target.requires_python}"
-                    fail(req, f"{target.name} is not available here ({why})")
+                    fail(req, f"{by_name[req.target].name} is not available here "
+                              f"({members[req.target].unavailable[env.name]})")
                     continue
                 for message in req.extras:
                     fail(req, message)
     return out
 
 
-def _extras(by_name: Mapping[str, Declaration], envs: list[Environment]) -> list[Failure]:
+def _extras(by_name: Mapping[str, Declaration], members: Mapping[str, Member],
+            envs: list[Environment]) -> list[Failure]:
     """Every offered extra's requirements (recursively through requested extras), in every environment
     where the project is installed; one failure per requirement and reason, listing its environments."""
-    members = {n: member_of(d, envs) for n, d in by_name.items()}
     grouped: dict[tuple[str, str, str, str], list[str]] = {}
-    for name in by_name:
-        for extra in sorted(members[name].extras):
+    for name, member in members.items():
+        for extra in sorted(member.extras):
             for env in envs:
-                if env.name in members[name].unavailable:
+                if env.name in member.unavailable:
                     continue
                 for u in unmet(members, name, extra, env):
                     grouped.setdefault((name, u.extra, u.requirement, u.message), []).append(env.name)
