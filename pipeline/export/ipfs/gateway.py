@@ -51,6 +51,7 @@ class GatewayServer(ThreadingHTTPServer):
 
 class GatewayHandler(BaseHTTPRequestHandler):
     server: GatewayServer
+    _error_headers: list[tuple[str, str]] | None = None
     server_version = "wheelproof-gateway/0.2"
     protocol_version = "HTTP/1.1"
 
@@ -153,7 +154,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
 
     def _error(self, status: HTTPStatus, message: str, head: bool) -> None:
         extra: list[tuple[str, str]] | None = getattr(self, "_error_headers", None)
-        self._error_headers: list[tuple[str, str]] | None = None
+        self._error_headers = None
         body = f"{status.value} {status.phrase}: {message}\n".encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")

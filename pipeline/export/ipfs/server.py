@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from email.utils import formatdate
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import uvloop
@@ -94,15 +94,14 @@ class _Connection(asyncio.Protocol):
 
     # -- transport callbacks ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's TCPTransport is not a subclass
         sock = transport.get_extra_info("socket")
         self.fd = sock.fileno()
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        transport.set_write_buffer_limits(high=64 << 10, low=0)
+        self.transport.set_write_buffer_limits(high=64 << 10, low=0)
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
