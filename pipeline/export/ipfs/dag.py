@@ -9,6 +9,7 @@ https://specs.ipfs.tech/http-gateways/trustless-gateway/#car-responses-applicati
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,28 @@ class Resolved:
 class DagReader:
     """Reads UnixFS from the store's blocks (or any verifying :class:`BlockSource`), verifying every block."""
 
-    def __init__(self, store: BlockSource):
+    def __init__(self, store: BlockSource, cache_nodes: int = 4096):
         self.store = store
+        # decoded directory/file nodes by CID (immutable); only over a verified-once source
+        self._nodes: OrderedDict[bytes, Node] | None = OrderedDict() if isinstance(store, VerifiedBlocks) else None
+        self._max_nodes = cache_nodes
 
     def node(self, cid: CID) -> Node:
+        cache = self._nodes
+        if cache is not None:
+            key = bytes(cid)
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+            node = self._load(cid)
+            if node.file is not None or len(node.block) <= 256 << 10:
+                cache[key] = node
+                if len(cache) > self._max_nodes:
+                    cache.popitem(last=False)
+            return node
+        return self._load(cid)
+
+    def _load(self, cid: CID) -> Node:
         if not self.store.has(cid.hex_digest):
             raise NotFound(f"block {cid} is not in this gateway's store")
         if cid.codec == RAW and isinstance(self.store, VerifiedBlocks) and not self.store.cached(cid.hex_digest):

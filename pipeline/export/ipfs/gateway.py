@@ -106,7 +106,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
             if len(self.headers.get_all("If-None-Match") or []) > 1:
                 headers["if-none-match"] = ", ".join(self.headers.get_all("If-None-Match") or [])
             answer = respond(self.server.reader, "HEAD" if head else "GET", self.path, headers,
-                             snapshot_roots(self.server.store))
+                             lambda: snapshot_roots(self.server.store))
             if answer.status >= 400:
                 self._error_headers = [(k, v) for k, v in answer.headers
                                        if k not in ("Content-Type", "X-Content-Type-Options")]

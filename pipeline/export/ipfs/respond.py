@@ -15,7 +15,7 @@ import html
 import io
 import mimetypes
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pipeline.export.ipfs import car
@@ -168,10 +168,10 @@ def car_stream(reader: DagReader, resolved: Resolved, sel: CarSelection) -> Iter
 
 
 def respond(reader: DagReader, method: str, target: str, headers: Mapping[str, str],
-            snapshots: list[str] | None = None) -> Answer:
+            snapshots: Callable[[], list[str]] | None = None) -> Answer:
     """The answer to one request; ``headers`` keys are lower case. Errors become 4xx/5xx answers."""
     try:
-        return _respond(reader, method, target, headers, snapshots or [])
+        return _respond(reader, method, target, headers, snapshots or list)
     except _NotAcceptable as e:
         return _error(406, f"no acceptable response: {e}")
     except BadRequest as e:
@@ -185,7 +185,7 @@ def respond(reader: DagReader, method: str, target: str, headers: Mapping[str, s
 
 
 def _respond(reader: DagReader, method: str, target: str, headers: Mapping[str, str],
-             snapshots: list[str]) -> Answer:
+             snapshots: Callable[[], list[str]]) -> Answer:
     if method not in ("GET", "HEAD"):
         a = _error(405, f"method {method[:16]!r} is not allowed (GET, HEAD)")
         a.headers.append(("Allow", "GET, HEAD"))
@@ -197,7 +197,7 @@ def _respond(reader: DagReader, method: str, target: str, headers: Mapping[str, 
         raise BadRequest(f"query string is not valid: {e}") from None
     req = _Request(method, parsed.path, parsed.query, params, headers)
     if parsed.path in ("/", ""):
-        items = "".join(f'<li><a href="/ipfs/{r}/">{r}</a></li>' for r in snapshots)
+        items = "".join(f'<li><a href="/ipfs/{r}/">{r}</a></li>' for r in snapshots())
         body = (f"<!DOCTYPE html><html><head><title>Wheelproof gateway</title></head><body>"
                 f"<h1>Snapshots in this store</h1><ul>{items}</ul></body></html>").encode()
         return Answer(200, [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", NO_CACHE)],

@@ -41,6 +41,9 @@ MAX_TARGET = 8 << 10
 MAX_HEADER_BYTES = 64 << 10
 MAX_HEADERS = 100
 MAX_BODY = 64 << 10
+MAX_CACHED_ANSWERS = 4096
+MAX_CACHED_BODY = 64 << 10
+CACHEABLE = (200, 301, 304, 400, 404, 406)
 _PIPELINE = 16  # queued requests per connection before reading pauses
 _PHRASES = {200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
             400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
@@ -62,6 +65,8 @@ class AsyncGateway:
         self.max_concurrency = max_concurrency
         self.idle_timeout = idle_timeout
         self.streaming = 0
+        # answers with small bodies, by request: what they answer never changes (immutable content)
+        self.answers: dict[tuple[str, ...], Answer] = {}
         self._date_at, self._date = 0, b""
 
     def date(self) -> bytes:
@@ -213,7 +218,7 @@ class _Connection(asyncio.Protocol):
         """Answer one request; True if done, False if a task streams the rest."""
         app = self.app
         head = request.method == "HEAD"
-        answer = respond(app.reader, request.method, request.target, request.headers, snapshot_roots(app.store))
+        answer = respond(app.reader, request.method, request.target, request.headers, lambda: snapshot_roots(app.store))
         body = answer.body
         keep = request.keep_alive
         if isinstance(body, bytes) or head:
@@ -275,7 +280,8 @@ class _Connection(asyncio.Protocol):
             if chunked:
                 self.transport.write(b"0\r\n\r\n")
         except (StoreError, NotFound, OSError) as e:
-            print(f"gateway: aborted: {e}", file=sys.stderr, flush=True)
+            if not self.closed:
+                print(f"gateway: aborted: {e}", file=sys.stderr, flush=True)
             self.closed = True
             self.transport.abort()  # the client sees a short or unterminated body, never error text
             return
@@ -294,7 +300,7 @@ class _Connection(asyncio.Protocol):
             offset, left = span.offset, span.length
             while left > 0:
                 if self.closed:
-                    raise OSError("the client went away")
+                    raise ConnectionResetError("the client went away")
                 if self.transport.get_write_buffer_size() == 0:
                     try:
                         sent = os.sendfile(self.fd, fd, offset, left)
