@@ -35,6 +35,12 @@ def header(roots: list[CID]) -> bytes:
     return varint(len(body)) + body
 
 
+def section(cid: CID, block: bytes) -> bytes:
+    """One data section: varint(len(cid) + len(block)) ‖ cid ‖ block."""
+    key = bytes(cid)
+    return varint(len(key) + len(block)) + key + block
+
+
 def write(out: BinaryIO, roots: list[CID], blocks: Iterable[tuple[CID, bytes]]) -> int:
     """Write a CAR; each CID once, in the order given. Returns bytes written."""
     n = out.write(header(roots))
@@ -44,7 +50,7 @@ def write(out: BinaryIO, roots: list[CID], blocks: Iterable[tuple[CID, bytes]]) 
         if key in seen:
             continue
         seen.add(key)
-        n += out.write(varint(len(key) + len(block)) + key + block)
+        n += out.write(section(cid, block))
     return n
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -88,15 +89,25 @@ class CID:
     def multihash(self) -> bytes:
         return bytes([SHA2_256, 32]) + self.digest
 
-    def __bytes__(self) -> bytes:
+    @functools.cached_property
+    def binary(self) -> bytes:
+        """The binary CID (computed once: CIDs are immutable)."""
         if self.version == 0:
             return self.multihash
         return varint(1) + varint(self.codec) + self.multihash
 
-    def __str__(self) -> str:
+    @functools.cached_property
+    def text(self) -> str:
+        """The string form (computed once)."""
         if self.version == 0:
             return b58encode(self.multihash)
-        return "b" + base64.b32encode(bytes(self)).decode().lower().rstrip("=")
+        return "b" + base64.b32encode(self.binary).decode().lower().rstrip("=")
+
+    def __bytes__(self) -> bytes:
+        return self.binary
+
+    def __str__(self) -> str:
+        return self.text
 
     @property
     def hex_digest(self) -> str:
