@@ -36,6 +36,7 @@ lint: setup
 
 benchmarks: setup
 	$(PY) benchmarks/noop_build.py
+	$(PY) benchmarks/noop_scale.py
 	$(PY) benchmarks/rebuild_time.py
 	$(PY) benchmarks/check_scale.py
 	cd tests/js && npm ci --no-audit --no-fund
