@@ -27,7 +27,8 @@ from pipeline.model.target import HostFacts
 
 __all__ = [
     "BUILD_KIND", "TEST_KIND", "SNAPSHOT_KIND", "VERDICTS", "OUTCOMES", "JSONObject",
-    "RecordError", "ArtifactRef", "AttestationRef", "CarRef", "OutputWheel", "LogRef", "TestSummary", "BuildRecord", "TestRecord",
+    "RecordError", "ArtifactRef", "AttestationRef", "CarRef", "OutputWheel", "LogRef", "TestSummary", "BuildRecord",
+    "TestRecord",
     "SnapshotRecord", "decode", "encode", "check_ref",
 ]
 

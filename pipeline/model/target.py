@@ -129,4 +129,5 @@ def _load(path: Path, _stamp: int) -> BuildTarget:
     spec = platforms[plat]
     if spec.get("kind") != "manylinux" or not isinstance(spec.get("arch"), str):
         raise bad(f"{name!r}: rebuilds run in a Linux sandbox; the target must be a manylinux platform", line)
-    return BuildTarget(name, "cpython", python, plat, _MACHINE_ALIASES.get(spec["arch"], spec["arch"]), "linux")
+    arch: str = spec["arch"]
+    return BuildTarget(name, "cpython", python, plat, _MACHINE_ALIASES.get(arch, arch), "linux")

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.model.derivation import builder_digest, canonical_json
-from pipeline.model.target import target_file
 from pipeline.model.locations import DECLARATIONS_DIR, NON_DECLARATIONS
+from pipeline.model.target import target_file
 from pipeline.realise.graph import Graph
 from pipeline.realise.sandbox import unsandboxed_requested
 from pipeline.store.local import Store, atomic_write

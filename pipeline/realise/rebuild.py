@@ -27,7 +27,6 @@ from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.derivation import BUILDERS_DIR, Derivation, SandboxSpec, canonical_json, toolchain
 from pipeline.model.errors import WheelproofError
 from pipeline.model.limits import DEFAULT_LIMITS, Limits
-from pipeline.model.target import build_target, host_facts, target_file
 from pipeline.model.records import (
     BUILD_KIND,
     ArtifactRef,
@@ -39,6 +38,7 @@ from pipeline.model.records import (
     decode,
     encode,
 )
+from pipeline.model.target import build_target, host_facts, target_file
 from pipeline.realise.boundary import REJECTED_STATUS, BoundaryError, builder_result, check_source_tree, take_wheel
 from pipeline.realise.fetch import fetch
 from pipeline.realise.sandbox import (

@@ -24,9 +24,9 @@ from packaging.utils import canonicalize_name
 
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.derivation import builder_digest, canonical_json
-from pipeline.model.target import build_target, target_file
 from pipeline.model.errors import WheelproofError
 from pipeline.model.records import TEST_KIND, LogRef, TestRecord, check_ref, decode, encode
+from pipeline.model.target import build_target, target_file
 from pipeline.realise.fetch import fetch
 from pipeline.realise.rebuild import (
     RECORD_KIND,
