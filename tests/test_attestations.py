@@ -167,13 +167,23 @@ def _shared_dir() -> Path:
 
 
 def _builder_b(shared: Path, world, *names: str) -> subprocess.CompletedProcess[str]:
-    """Builder B: Debian's python3.11 as user nobody, umask 077, its own TMPDIR, store and key."""
+    """Builder B: user nobody, umask 077, its own TMPDIR, HOME, store and key.
+
+    Our interpreter lives under /root (mode 0700), so B runs in a private mount namespace where /root is
+    a tmpfs holding only a bind of ~/.pyenv: nobody can reach the interpreter and nothing else of root's."""
     b = shared / "b"
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(b), "TMPDIR": str(b / "tmp"), "PYTHONPATH": f"{REPO}:{VENV_SITE}",
+    pyenv = Path(sys.base_prefix).resolve()
+    assert pyenv.is_relative_to("/root/.pyenv") or not pyenv.is_relative_to("/root"), pyenv
+    hide = (f"mount --bind /root/.pyenv {b / 'pyenv'} && mount -t tmpfs -o mode=0755,size=1m tmpfs /root && "
+            f"mkdir /root/.pyenv && mount --bind {b / 'pyenv'} /root/.pyenv && umount -l {b / 'pyenv'} && "
+            if pyenv.is_relative_to("/root") else "")
+    (b / "pyenv").mkdir(exist_ok=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(b), "TMPDIR": str(b / "tmp"),
            "WHEELPROOF_STORE": str(b / "store"), "WHEELPROOF_DECLARATIONS": str(shared / "declarations"),
            "WHEELPROOF_BUILDER_KEY": str(b / "builder.key"), "WHEELPROOF_ALLOW_LOOPBACK": "1"}
-    cmd = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "sh", "-c",
-           'umask 077 && exec "$@"', "sh", str(OTHER_PYTHON), "-m", "pipeline", *names]
+    script = (f'{hide}umask 077 && cd / && exec setpriv --reuid 65534 --regid 65534 --clear-groups '
+              f'{REPO / ".venv" / "bin" / "python"} -m pipeline "$@"')
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *names]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd="/")
 
 

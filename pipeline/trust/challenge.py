@@ -366,7 +366,8 @@ def _judge(d: DerivationReport) -> DerivationReport:
                 atomic_write(pb, wb)
                 comparison = compare_wheels(pa, pb)
             d.differing = sorted({*comparison.only_upstream, *comparison.only_rebuild, *comparison.content_differs})
-            d.diff = comparison.diff
+            d.diff = comparison.diff.replace("--- upstream/", f"--- {a.key_id[:16]}/").replace(
+                "+++ rebuild/", f"+++ {b.key_id[:16]}/")
             d.note = (f"builder {a.key_id[:16]} vs {b.key_id[:16]}: {comparison.summary()}")
         else:
             d.note = "the wheels are not both reachable in the sources; each builder's differences from upstream: " + \
