@@ -18,7 +18,7 @@ from pipeline.model.dsse import INTOTO_PAYLOAD_TYPE, Envelope, pae
 from pipeline.model.records import BuildRecord
 from pipeline.realise.rebuild import derivation, load_record
 from pipeline.trust.attestation import verify_attestation
-from pipeline.trust.builder_key import BuilderPublicKey, create_builder_key, load_builder_key
+from pipeline.trust.builder_key import BuilderPublicKey, load_builder_key
 
 from .conftest import REPO, needs_bwrap
 
