@@ -238,10 +238,12 @@ def test_two_builders_challenge_and_enforcement(world, _builder_key, tmp_path):
         only_a = tmp_path / "only-a.pem"
         only_a.write_text(key_a.stdout)
         refused = world.doit("snapshot", "--require-attestations", "2", "--trusted-keys", str(only_a))
+        print(refused.stderr)
         assert refused.returncode != 0
         assert "de/det.toml: 1 of 2 required trusted builders attest" in refused.stderr
         snap = world.doit("snapshot", "--require-attestations", "2", "--trusted-keys", str(trusted))
         assert snap.returncode == 0, snap.stderr + snap.stdout
+        print(snap.stdout)
         assert "every project attested by 2 of 2 trusted builders" in snap.stdout
         root = snap.stdout.split("root CID ")[1].split()[0]
         ch3 = world.cli("challenge", "--from", root, "--trusted-keys", str(trusted), "--json")
