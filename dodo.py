@@ -47,7 +47,15 @@ def task_check():
 
 def task_snapshot():
     """Build and check everything, then publish the snapshot."""
-    return {"actions": [tasks.snapshot], "task_dep": list(tasks.graph()["snapshot"].deps), "uptodate": [False]}
+    return {
+        "actions": [tasks.snapshot],
+        "task_dep": list(tasks.graph()["snapshot"].deps),
+        "params": [{"name": "require_attestations", "long": "require-attestations", "type": int, "default": 0,
+                    "help": "publish only wheels K trusted builders attest (docs/challenge.md)"},
+                   {"name": "trusted_keys", "long": "trusted-keys", "default": "",
+                    "help": "the trusted builders' PEM public keys, one after another"}],
+        "uptodate": [False],
+    }
 
 
 def task_serve():

@@ -203,3 +203,11 @@ def build_record(drv_id: str, verdict: str = "identical", name: str = "tiny") ->
         version="1.0", started="2026-01-01T00:00:00Z", sandbox="bubblewrap", inputs={f"{name}-1.0.tar.gz": "2" * 64},
         upstream=wheel, verdict=verdict, builder_result={}, log=LogRef("3" * 64), timings={"total": 1.5},
         references=("2" * 64,), output=OutputWheel(wheel.filename, wheel.sha256, 10) if verdict != "failed" else None)
+
+
+@pytest.fixture(autouse=True)
+def _builder_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Builds sign with a builder key: one per test session, never the user's ~/.config one."""
+    path = tmp_path_factory.getbasetemp() / "builder.key"
+    monkeypatch.setenv("WHEELPROOF_BUILDER_KEY", str(path))
+    return path

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from pipeline.cli import attest
 from pipeline.model.errors import WheelproofError
 
 
@@ -280,6 +281,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "verify-env": (_verify_env, "check every importable file of an environment against a snapshot's wheels"),
     "install": (_install, "install names and their closure from a snapshot, sandboxed and verified"),
     "proxy": (_proxy, "serve pip/uv locally from an untrusted gateway, verifying every block of a release"),
+    **attest.COMMANDS,
 }
 
 
@@ -338,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--trusted-key", required=True, metavar="KEY")
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8081)
+        elif name in attest.COMMANDS:
+            attest.add_arguments(name, p)
     args = parser.parse_args(argv)
     if getattr(args, "index_url", "x") is None:
         from pipeline.realise.index import DEFAULT_INDEX

@@ -94,7 +94,8 @@ def realise(key: str) -> bool:
     what = "drv" if node.kind == BUILD else "test id"
     print(f"{position} {key} {decl.version} ({what} {node.id[:12]})", flush=True)
     try:
-        record = LocalExecutor(store(), declarations).realise(node, log=lambda m: print(f"  {m}", flush=True))
+        attest = attestation_signer() if node.kind == BUILD else None
+        record = LocalExecutor(store(), declarations, attest).realise(node, log=lambda m: print(f"  {m}", flush=True))
     except WheelproofError as e:
         print(f"{position} {key}: error: {e}", file=sys.stderr)
         return False
@@ -156,18 +157,43 @@ def gc(dry_run: bool = False) -> GcReport:
     return s.gc(declaration_roots())
 
 
-def snapshot(host: str = "127.0.0.1", port: int = 8080) -> bool:
-    """Publish the checked, built set as one UnixFS DAG, a CAR, and a root in the store."""
+def snapshot(host: str = "127.0.0.1", port: int = 8080, require_attestations: int = 0,
+             trusted_keys: str = "") -> bool:
+    """Publish the checked, built set as one UnixFS DAG, a CAR, and a root in the store.
+
+    With ``require_attestations`` K, each project needs K trusted builders (``trusted_keys``, a PEM
+    file) attesting this store's rebuilt digest, else nothing is published (docs/challenge.md)."""
+    from pathlib import Path
+
     from pipeline.export import formats, torrent
     from pipeline.export import snapshot as snapshots
     from pipeline.model import environments
+    from pipeline.trust.builder_key import load_trusted_keys
+    from pipeline.trust.publication import attestation_refusals, published_attestations
 
     decls, recs, s = declarations(), records(), store()
     counts = verdict_counts(recs)
     print("snapshot: verdicts " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) +
           f" (of {len(decls)})", flush=True)
+    if require_attestations or trusted_keys:
+        try:
+            if require_attestations < 1 or not trusted_keys:
+                raise WheelproofError("--require-attestations K (K >= 1) and --trusted-keys FILE go together")
+            trusted = load_trusted_keys(Path(trusted_keys))
+            refusals = attestation_refusals(s, recs, {n: str(d.path) for n, d in decls.items()}, trusted,
+                                            require_attestations)
+        except WheelproofError as e:
+            print(f"snapshot: {e}", file=sys.stderr)
+            return False
+        for reason in refusals:
+            print(f"snapshot: refused: {reason}", file=sys.stderr)
+        if refusals:
+            return False
+        print(f"snapshot: every project attested by {require_attestations} of {len(trusted)} trusted builders",
+              flush=True)
     try:
         snap, _ = snapshots.publish(s, decls, recs, lambda d, w: wheel_facts(d, w).metadata or b"",
+                                    attestations=lambda published: published_attestations(s, published),
                                     log=lambda m: print(m, flush=True), subtrees=formats.subtrees(
                                         environments.load(environments.ENVIRONMENTS_FILE),
                                         log=lambda m: print(m, flush=True)))
@@ -264,7 +290,8 @@ def publish(secret_key: str = "") -> bool:
     root = CID.parse(latest.root)
     reader = DagReader(s)
     node = reader.resolve(root, ["wheelproof.json"])
-    published = jsonlib.loads(b"".join(reader.read(node, 0, reader.size(node))))["published"]
+    snapshot_doc = jsonlib.loads(b"".join(reader.read(node, 0, reader.size(node))))
+    published, attested = snapshot_doc["published"], snapshot_doc.get("attestations", [])
     results = test_results()
     for w in published:
         result = results.get(w["project"])
@@ -283,7 +310,8 @@ def publish(secret_key: str = "") -> bool:
         key = signing.load_secret_key(key_path)
         path, manifest = rel.publish(key, root, s.root / "cars" / f"{root}.car", published, counts,
                                      release.git_commit(DECLARATIONS_DIR), now,
-                                     refuse_inside=[s.root, DECLARATIONS_DIR.parent], key_path=key_path)
+                                     refuse_inside=[s.root, DECLARATIONS_DIR.parent], key_path=key_path,
+                                     attestations=attested)
     except WheelproofError as e:
         print(f"publish: {e}", file=sys.stderr)
         return False
@@ -344,3 +372,21 @@ def lock(names: list[str], environment: str | None, output: str, snapshot: str |
     count = text.count("[[packages]]")
     print(f"lock: {out} for {env.name} from snapshot {root}: {count} packages")
     return True
+
+
+# -- attestations (issue 11) ----------------------------------------------------------------------
+
+
+def attestation_signer():  # type: ignore[no-untyped-def]
+    """Every build is signed with this builder's key, created on first use (``builder-key`` shows it)."""
+    from pipeline.trust import attestation, builder_key
+
+    path = builder_key.builder_key_path()
+    if not path.exists():
+        try:
+            key = builder_key.create_builder_key(path, refuse_inside=[store().root])
+        except FileExistsError:  # another build created it meanwhile
+            return attestation.signer(store(), builder_key.load_builder_key(path, refuse_inside=[store().root]))
+        print(f"  created builder key {path} (key id {key.public.key_id[:16]}; "
+              "`python -m pipeline builder-key --public` prints it)", flush=True)
+    return attestation.signer(store(), builder_key.load_builder_key(path, refuse_inside=[store().root]))

@@ -21,6 +21,13 @@ project JSON under the key ``_wheelproof:extras``: PEP 691 lets responses carry 
 understand (clients must ignore them), and PEP 700 reserves keys with a leading underscore, at any level,
 for the index server's private use, so no future standard will give this key another meaning.
 
+Rebuild attestations (docs/challenge.md): every builder's DSSE envelope for each published project's
+derivation that verifies with its key is in the tree at ``attestations/<name>/<derivation id>.<key
+id>.intoto.json``, the keys at ``builders/<key id>.pem``; the project's PEP 691 JSON lists them under
+``_wheelproof:attestations`` (each ``url`` relative to the page, ``sha256`` of the envelope, ``builder-key``,
+``derivation-id``, ``rebuilt-sha256``, ``verdict``), and ``wheelproof.json`` under ``attestations``, which
+``doit publish`` logs. Projects without one carry no such key and no such directory.
+
 Blocks go into the store (a CID's sha2-256 digest is the object name), so
 consecutive snapshots share every unchanged block; the CAR is written to ``<store>/cars/<cid>.car``.
 """
@@ -32,7 +39,7 @@ import html
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,29 @@ TAG_KIND = "snapshot-tags"
 JSON_INDEX = "index.json"  # the PEP 691 form of each index.html, beside it
 PUBLISHABLE = {"identical", "equivalent"}
 EXTRAS_KEY = "_wheelproof:extras"  # PEP 700: a leading underscore marks an index server's private key
+ATTESTATIONS_KEY = "_wheelproof:attestations"
+
+
+@dataclass(frozen=True)
+class PublishedAttestation:
+    """One builder's verified attestation of a published project's derivation."""
+
+    project: str
+    derivation_id: str
+    key_id: str
+    envelope: bytes
+    sha256: str
+    rebuilt_sha256: str | None
+    verdict: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.derivation_id}.{self.key_id}.intoto.json"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"project": self.project, "derivation_id": self.derivation_id, "builder_key": self.key_id,
+                "sha256": self.sha256, "rebuilt_sha256": self.rebuilt_sha256, "verdict": self.verdict,
+                "path": f"attestations/{self.project}/{self.filename}"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +141,8 @@ def _json(doc: Any) -> bytes:
     return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
 
 
-def project_pages(project: str, wheels: list[PublishedWheel]) -> tuple[bytes, bytes]:
+def project_pages(project: str, wheels: list[PublishedWheel],
+                  attestations: Sequence[PublishedAttestation] = ()) -> tuple[bytes, bytes]:
     """PEP 503 HTML and PEP 691 JSON for one project."""
     anchors, files = [], []
     for w in sorted(wheels, key=lambda w: w.wheel.filename):
@@ -132,6 +163,11 @@ def project_pages(project: str, wheels: list[PublishedWheel]) -> tuple[bytes, by
     doc = {"meta": {"api-version": API_VERSION}, "name": project, "files": files,
            "versions": sorted({w.version for w in wheels}),
            EXTRAS_KEY: sorted({e for w in wheels for e in w.extras})}
+    if attestations:
+        doc[ATTESTATIONS_KEY] = [
+            {"url": f"../../attestations/{a.project}/{a.filename}", "sha256": a.sha256, "builder-key": a.key_id,
+             "derivation-id": a.derivation_id, "rebuilt-sha256": a.rebuilt_sha256, "verdict": a.verdict}
+            for a in sorted(attestations, key=lambda a: a.filename)]
     return _page(f"Links for {project}", anchors), _json(doc)
 
 
@@ -154,13 +190,17 @@ def status_page(published: list[PublishedWheel]) -> bytes:
 
 
 def render(published: list[PublishedWheel], wheel_path: Callable[[Artifact], Path],
-           metadata: Callable[[PublishedWheel], bytes]) -> Tree:
+           metadata: Callable[[PublishedWheel], bytes], attestations: Sequence[PublishedAttestation] = (),
+           builder_keys: Mapping[str, bytes] | None = None) -> Tree:
     by_project: dict[str, list[PublishedWheel]] = {}
     for w in published:
         by_project.setdefault(w.project, []).append(w)
     simple: Tree = {}
+    by_attested: dict[str, list[PublishedAttestation]] = {}
+    for a in attestations:
+        by_attested.setdefault(a.project, []).append(a)
     for project, wheels in sorted(by_project.items()):
-        page, doc = project_pages(project, wheels)
+        page, doc = project_pages(project, wheels, by_attested.get(project, ()))
         entries: Tree = {"index.html": page, JSON_INDEX: doc}
         for w in wheels:
             entries[w.wheel.filename] = wheel_path(w.wheel)
@@ -175,7 +215,14 @@ def render(published: list[PublishedWheel], wheel_path: Callable[[Artifact], Pat
          "verdict": w.verdict, "derivation_id": w.derivation_id, "content-id": w.content_id_v0,
          "extras": list(w.extras)}
         for w in published]}
-    return {"index.html": status_page(published), "wheelproof.json": _json(manifest), "simple": simple}
+    tree: Tree = {"index.html": status_page(published), "simple": simple}
+    if attestations:
+        manifest["attestations"] = [a.to_json() for a in sorted(attestations, key=lambda a: (a.project, a.filename))]
+        tree["attestations"] = {p: {a.filename: a.envelope for a in items} for p, items in by_attested.items()}
+        tree["builders"] = {f"{k}.pem": pem for k, pem in sorted((builder_keys or {}).items())
+                            if any(a.key_id == k for a in attestations)}
+    tree["wheelproof.json"] = _json(manifest)
+    return tree
 
 
 @dataclass(frozen=True)
@@ -238,7 +285,9 @@ def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snaps
 def publish(store: Store, decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
             metadata_for: Callable[[Declaration, Artifact], bytes],
             log: Callable[[str], None] = print,
-            subtrees: Callable[[Tree, list[PublishedWheel]], Tree] | None = None
+            subtrees: Callable[[Tree, list[PublishedWheel]], Tree] | None = None,
+            attestations: Callable[[list[PublishedWheel]], tuple[Sequence[PublishedAttestation],
+                                                                  Mapping[str, bytes]]] | None = None
             ) -> tuple[Snapshot, list[PublishedWheel]]:
     """Policy, tree and DAG in one step: what ``doit snapshot`` does once builds and checks pass.
 
@@ -246,7 +295,11 @@ def publish(store: Store, decls: dict[str, Declaration], records: Mapping[str, B
     rendered tree; it may not replace one."""
     published = select(decls, records, metadata_for, lambda w: store.read_bytes(w.sha256))
     log(f"snapshot: importing {len(published)} wheels of {len(decls)} projects")
-    tree = render(published, lambda a: store.verified_path(a.sha256), lambda w: store.read_bytes(w.metadata_sha256))
+    attested, keys = attestations(published) if attestations is not None else ((), {})
+    if attested:
+        log(f"snapshot: {len(attested)} attestations by {len({a.key_id for a in attested})} builders")
+    tree = render(published, lambda a: store.verified_path(a.sha256), lambda w: store.read_bytes(w.metadata_sha256),
+                  attested, keys)
     if subtrees is not None:
         extra = subtrees(tree, published)
         if clash := sorted(set(extra) & set(tree)):

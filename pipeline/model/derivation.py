@@ -1,11 +1,20 @@
 """A derivation: everything a build's output may depend on, hashed into one id.
 
 The id covers the sdist and every input wheel (by SHA-256, not URL: a mirror
-does not change a build), the frontend tools, the builder program, the
+does not change a build), the frontend tools, the builder programs, the
 declared backend, environment overrides and SOURCE_DATE_EPOCH, the upstream
-wheel the output is compared with, and the platform (interpreter and
-machine). doit treats a build as up to date exactly when a record for its id
-is in the store, so a store shared by a farm shares up-to-dateness too.
+wheel the output is compared with, the declared build target
+(:mod:`pipeline.model.target`), and the sandbox: its mode, the digest of its
+specification (bubblewrap's isolation, the made-up /etc, the fixed build path
+and environment) and the declaration's :class:`~pipeline.model.limits.Limits`.
+
+Nothing of the machine computing the id enters it, so every honest builder of
+one declaration and target computes the same id (the basis of comparing
+builders, docs/challenge.md); what may differ between them (kernel, patch
+release of the interpreter, builder identity) is recorded in the build record
+and the attestation instead. doit treats a build as up to date exactly when a
+record for its id is in the store, so a store shared by a farm shares
+up-to-dateness too.
 """
 
 from __future__ import annotations
@@ -21,10 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.model.locations import BUILDERS_DIR
+from pipeline.model.target import BuildTarget
 
 if TYPE_CHECKING:
     from pipeline.model.declaration import Artifact, Declaration
 
+__all__ = ["Derivation", "SandboxSpec", "build_platform", "builder_digest", "canonical_json", "toolchain"]
 
 
 @cache
@@ -47,6 +58,7 @@ def toolchain(root: Path = BUILDERS_DIR) -> tuple[Artifact, ...]:
 
 @cache
 def build_platform() -> dict[str, str]:
+    """This interpreter and machine (for caches local to one machine; never a derivation input)."""
     return {
         "implementation": sys.implementation.name,
         "python": platform.python_version(),
@@ -61,15 +73,28 @@ def canonical_json(doc: Any) -> bytes:
 
 
 @dataclass(frozen=True)
+class SandboxSpec:
+    """The sandbox a derivation is built in: its mode and the SHA-256 of its specification."""
+
+    mode: str    # "bubblewrap" or "none (explicit opt-out)"
+    digest: str  # realise.sandbox / realise.rebuild: sha256 of the canonical specification
+
+
+@dataclass(frozen=True)
 class Derivation:
     decl: Declaration
-    sandbox: str
+    sandbox_spec: SandboxSpec
+    target: BuildTarget
+
+    @property
+    def sandbox(self) -> str:
+        return self.sandbox_spec.mode
 
     def description(self) -> dict[str, Any]:
         b = self.decl.build
         upstream = self.decl.wheel_for_build()
         return {
-            "schema": 1,
+            "schema": 2,
             "name": self.decl.canonical_name,
             "version": self.decl.version,
             "sdist": {"filename": self.decl.sdist.filename, "sha256": self.decl.sdist.sha256},
@@ -82,8 +107,9 @@ class Derivation:
             "environment": {e.name: e.value for e in b.environment},
             "source_date_epoch": b.source_date_epoch,
             "compare_with": {"filename": upstream.filename, "sha256": upstream.sha256},
-            "platform": build_platform(),
-            "sandbox": self.sandbox,
+            "target": self.target.to_json(),
+            "sandbox": {"mode": self.sandbox_spec.mode, "spec": self.sandbox_spec.digest},
+            "limits": b.limits.to_json(),
         }
 
     @property

@@ -23,10 +23,12 @@ from functools import cache
 from typing import Any, ClassVar, TypeVar
 
 from pipeline.model.errors import IntegrityError
+from pipeline.model.target import HostFacts
 
 __all__ = [
     "BUILD_KIND", "TEST_KIND", "SNAPSHOT_KIND", "VERDICTS", "OUTCOMES", "JSONObject",
-    "RecordError", "ArtifactRef", "CarRef", "OutputWheel", "LogRef", "TestSummary", "BuildRecord", "TestRecord",
+    "RecordError", "ArtifactRef", "AttestationRef", "CarRef", "OutputWheel", "LogRef", "TestSummary", "BuildRecord",
+    "TestRecord",
     "SnapshotRecord", "decode", "encode", "check_ref",
 ]
 
@@ -54,6 +56,14 @@ class OutputWheel:
     filename: str
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class AttestationRef:
+    """The signed DSSE envelope of a build (docs/challenge.md): its store object and signer."""
+
+    sha256: str   # the envelope's bytes in the store
+    key_id: str   # the builder key that signed it (sha256 of its SubjectPublicKeyInfo)
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,9 @@ class BuildRecord:
     error: str | None = None
     exit_status: int | None = None
     tests: TestSummary | None = None
+    host: HostFacts | None = None              # recorded, not hashed: what may differ between builders
+    finished: str | None = None
+    attestation: AttestationRef | None = None  # the builder's signed statement of this record
 
     @property
     def id(self) -> str:

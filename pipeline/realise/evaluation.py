@@ -3,7 +3,8 @@
 Parsing and validating 10,000 TOML files takes seconds; a maintainer's ``doit build:NAME`` should not
 pay that each time. The cache (``<store>/cache/eval-<key>/``) is keyed by everything the evaluation
 depends on besides the files: the source of ``pipeline/`` (so a change to validation invalidates it),
-the builder programs, the build platform, the sandbox mode and the declarations directory. Within it,
+the builder programs, the declared build target (``environments.toml``), the sandbox mode and the
+declarations directory. Within it,
 each file is known by its stat identity (inode, size, mtime, ctime) and the SHA-256 of its bytes:
 
 - a file whose stat identity is unchanged is trusted, unless it was "racy" when cached (modified within
@@ -30,9 +31,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.model.derivation import build_platform, builder_digest, canonical_json
+from pipeline.model.derivation import builder_digest, canonical_json
 from pipeline.model.locations import DECLARATIONS_DIR, NON_DECLARATIONS
 from pipeline.model.requirements import parse_requirement, remember
+from pipeline.model.target import target_file
 from pipeline.realise.graph import Graph
 from pipeline.realise.sandbox import unsandboxed_requested
 from pipeline.store.local import Store, atomic_write, default_root
@@ -55,6 +57,13 @@ def code_digest(root: Path = PIPELINE_DIR) -> str:
     for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _stat_key(st: os.stat_result) -> StatKey:
@@ -87,8 +96,12 @@ class Evaluation:
         # A path is enough: the cache directory is made only when there is something to write, so an
         # evaluation that fails (a bad declaration) leaves no trace, not even an empty store.
         store_root = store.root if isinstance(store, Store) else store if store is not None else default_root()
+        # The ids in the cached graph depend on exactly this: the declared build target (never this
+        # interpreter), the sandbox specification (through code_digest) and the builder programs.
+        target = target_file(self.root)
         key = hashlib.sha256(canonical_json({
-            "code": code_digest(), "builders": builder_digest(), "platform": build_platform(),
+            "code": code_digest(), "builders": builder_digest(),
+            "target": [str(target), _file_digest(target)],
             "unsandboxed": unsandboxed_requested(), "root": str(self.root)})).hexdigest()
         self.cache_dir = store_root / "cache" / f"eval-{key[:32]}"
         self._graph: Graph | None = None

@@ -28,16 +28,18 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Realise nodes here, with the given store and declarations."""
+    """Realise nodes here, with the given store and declarations; ``attest`` signs each build record
+    (the command layer passes the builder key's signer, pipeline/trust/attestation.py)."""
 
-    def __init__(self, store: Store, declarations: Callable[[], Mapping[str, Declaration]]):
-        self.store, self._declarations = store, declarations
+    def __init__(self, store: Store, declarations: Callable[[], Mapping[str, Declaration]],
+                 attest: rebuild.Attest | None = None):
+        self.store, self._declarations, self._attest = store, declarations, attest
 
     def realise(self, node: Node, log: Log) -> BuildRecord | TestRecord:
         decls = self._declarations()
         decl = decls[node.name]
         if node.kind == BUILD:
-            return rebuild.build(decl, self.store, log=log)
+            return rebuild.build(decl, self.store, log=log, attest=self._attest)
         if node.kind == TEST:
             return testing.run(testing.plan(decl, decls), self.store, log=log)
         raise ValueError(f"{node.key} is not realised by an executor")

@@ -11,23 +11,26 @@ is deterministic.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pipeline.model.declaration import Artifact, Declaration
-from pipeline.model.derivation import BUILDERS_DIR, Derivation, toolchain
+from pipeline.model.derivation import BUILDERS_DIR, Derivation, SandboxSpec, canonical_json, toolchain
 from pipeline.model.errors import WheelproofError
 from pipeline.model.limits import DEFAULT_LIMITS, Limits
 from pipeline.model.records import (
     BUILD_KIND,
     ArtifactRef,
+    AttestationRef,
     BuildRecord,
     LogRef,
     OutputWheel,
@@ -35,6 +38,7 @@ from pipeline.model.records import (
     decode,
     encode,
 )
+from pipeline.model.target import build_target, host_facts, target_file
 from pipeline.realise.boundary import REJECTED_STATUS, BoundaryError, builder_result, check_source_tree, take_wheel
 from pipeline.realise.fetch import fetch
 from pipeline.realise.sandbox import (
@@ -42,6 +46,7 @@ from pipeline.realise.sandbox import (
     base_python,
     classify_violation,
     open_sandbox,
+    sandbox_specification,
     staging_dir,
     unsandboxed_requested,
 )
@@ -72,6 +77,18 @@ PRIMARY = Variation("primary", "/build", "022", "0")
 VARIED = Variation("varied", "/var/tmp/wheelproof-varied/a/much/longer/build/path", "002", "1234567")
 
 
+# The fixed part of every build's environment (hashed into the sandbox specification).
+BASE_ENVIRONMENT = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "TZ": "UTC",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONNOUSERSITE": "1",
+    "PIP_NO_INDEX": "1",
+}
+
+
 def extract_limits(limits: Limits) -> tuple[str, ...]:
     """The builders' options that bound unpacking the sdist (checked inside, before extracting)."""
     return ("--max-extract", str(limits.extracted), "--max-ratio", str(limits.ratio))
@@ -81,8 +98,21 @@ def sandbox_mode() -> str:
     return "none (explicit opt-out)" if unsandboxed_requested() else "bubblewrap"
 
 
+@cache
+def _sandbox_spec(unsandboxed: bool) -> SandboxSpec:
+    mode = sandbox_mode()
+    spec = {"sandbox": sandbox_specification(unsandboxed), "environment": BASE_ENVIRONMENT,
+            "build": PRIMARY.__dict__, "phases": ["prepare", "wheel"]}
+    return SandboxSpec(mode, hashlib.sha256(canonical_json(spec)).hexdigest())
+
+
+def sandbox_spec() -> SandboxSpec:
+    """What every build of this pipeline runs in (mode and the digest of its specification)."""
+    return _sandbox_spec(unsandboxed_requested())
+
+
 def derivation(decl: Declaration) -> Derivation:
-    return Derivation(decl, sandbox_mode())
+    return Derivation(decl, sandbox_spec(), build_target())
 
 
 def load_record(store: Store, drv_id: str) -> BuildRecord | None:
@@ -126,17 +156,8 @@ def fetch_inputs(store: Store, decl: Declaration, log: Callable[[str], None]) ->
 
 def sandbox_environment(decl: Declaration, variation: Variation | None = None) -> dict[str, str]:
     variation = variation or PRIMARY
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "TZ": "UTC",
-        "SOURCE_DATE_EPOCH": str(decl.build.source_date_epoch),
-        "PYTHONHASHSEED": variation.hash_seed,
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "PIP_NO_INDEX": "1",
-    }
+    env = {**BASE_ENVIRONMENT, "SOURCE_DATE_EPOCH": str(decl.build.source_date_epoch),
+           "PYTHONHASHSEED": variation.hash_seed}
     env.update({e.name: e.value for e in decl.build.environment})
     return env
 
@@ -268,10 +289,21 @@ def _tail(log: str, n: int = LOG_TAIL_LINES) -> str:
     return "".join(log.splitlines(keepends=True)[-n:])
 
 
-def build(decl: Declaration, store: Store | None = None, log: Callable[[str], None] = print) -> BuildRecord:
-    """Realise ``decl``'s derivation and return its build record (also stored)."""
+Attest = Callable[[BuildRecord], tuple[bytes, AttestationRef]]
+
+
+def build(decl: Declaration, store: Store | None = None, log: Callable[[str], None] = print,
+          attest: Attest | None = None) -> BuildRecord:
+    """Realise ``decl``'s derivation and return its build record (also stored).
+
+    ``attest`` (given by the layer that holds the builder key, pipeline/trust/attestation.py) signs the
+    finished record; its envelope is stored and named in the record before the ref is set, so a record
+    and its attestation appear together or not at all."""
     store = store or Store()
     drv = derivation(decl)
+    host = host_facts()
+    if (refusal := drv.target.refusal(host)) is not None:
+        raise WheelproofError(f"{target_file()}: {refusal}")
     t0 = time.monotonic()
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     upstream = decl.wheel_for_build()
@@ -314,7 +346,13 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
             name=decl.canonical_name, version=decl.version, started=started, sandbox=drv.sandbox, inputs=inputs,
             upstream=ArtifactRef(upstream.filename, upstream.sha256), builder_result=first.result,
             log=LogRef(log_digest), timings=timings | {"total": round(time.monotonic() - t0, 3)},
-            references=tuple(sorted(refs)), **outcome)
+            references=tuple(sorted(refs)), host=host,
+            finished=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **outcome)
+        if attest is not None:
+            envelope, ref = attest(record)
+            if store.put_bytes(envelope) != ref.sha256:
+                raise WheelproofError("the attestation's digest does not match its bytes")
+            record = replace(record, attestation=ref, references=tuple(sorted({*record.references, ref.sha256})))
         store.set_ref(RECORD_KIND, drv.id, store.put_json(encode(record)))
     return record
 

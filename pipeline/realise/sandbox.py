@@ -48,7 +48,7 @@ from pipeline.realise.supervise import RunResult, supervise
 
 __all__ = ["BUILDER_UID", "HOME", "UNSANDBOXED_ENV", "VIOLATIONS", "Bind", "Bubblewrap", "RunResult", "Sandbox",
            "Unsandboxed", "base_python", "bwrap_problem", "classify_violation", "open_sandbox", "python_prefix",
-           "staging_dir", "unsandboxed_requested"]
+           "sandbox_specification", "staging_dir", "unsandboxed_requested"]
 
 UNSANDBOXED_ENV = "WHEELPROOF_UNSANDBOXED"
 HOME = "/home/builder"
@@ -249,6 +249,20 @@ class Unsandboxed:
         full = {"HOME": str(home), "TMPDIR": str(log_path.parent), **env}
         return supervise(command, env=full, limits=limits, timeout=timeout, log_path=log_path,
                          watch=_writable_roots(self.binds))
+
+
+def sandbox_specification(unsandboxed: bool) -> dict[str, object]:
+    """The sandbox as data, without host paths (hashed into every derivation id).
+
+    Bubblewrap's isolation flags, the system binds it makes (by inside path), the made-up ``/etc``,
+    the read-only ``/proc`` files, the tmpfs size and the builder's identity; for the explicit opt-out,
+    only that. Host-specific facts (bubblewrap's version, the kernel) are recorded, not hashed."""
+    if unsandboxed:
+        return {"mode": "none (explicit opt-out)"}
+    return {"mode": "bubblewrap", "isolation": _isolation(), "usr": "/usr", "merged_usr": list(_MERGED_USR),
+            "etc": _ETC, "host_etc": list(_HOST_ETC), "proc_read_only": list(_PROC_READ_ONLY),
+            "tmpfs": {"size": _TMPFS_SIZE, "paths": ["/tmp", "/var/tmp", "/home"]}, "home": HOME,
+            "uid": BUILDER_UID, "root": "read-only", "python_prefix": "read-only, at its own path"}
 
 
 def open_sandbox(binds: Sequence[Bind]) -> Sandbox:

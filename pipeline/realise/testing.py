@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from pipeline.model.declaration import Artifact, Declaration
-from pipeline.model.derivation import build_platform, builder_digest, canonical_json
+from pipeline.model.derivation import builder_digest, canonical_json
 from pipeline.model.errors import WheelproofError
 from pipeline.model.records import TEST_KIND, LogRef, TestRecord, check_ref, decode, encode
+from pipeline.model.target import build_target, target_file
 from pipeline.realise.fetch import fetch
 from pipeline.realise.rebuild import (
     RECORD_KIND,
@@ -49,8 +49,8 @@ class ClosureError(WheelproofError):
 
 def runtime_closure(decl: Declaration, decls: Mapping[str, Declaration],
                     extra: tuple[str, ...] = ()) -> list[Declaration]:
-    """The declarations needed to import ``decl`` (and ``extra`` requirements) on this interpreter."""
-    env: dict[str, str] = dict(default_environment())  # type: ignore[arg-type]
+    """The declarations needed to import ``decl`` (and ``extra`` requirements) on the build target."""
+    env = target_markers()
     out: dict[str, Declaration] = {}
     queue: list[tuple[Declaration, str]] = [(decl, "")]
     queue += [(_find(r, decls, decl), e) for r in extra for e in [""] + sorted(Requirement(r).extras)]
@@ -70,6 +70,17 @@ def runtime_closure(decl: Declaration, decls: Mapping[str, Declaration],
             target = _find(text, decls, d)
             queue += [(target, "")] + [(target, canonicalize_name(e)) for e in r.extras]
     return sorted(out.values(), key=lambda d: d.canonical_name)
+
+
+def target_markers() -> dict[str, str]:
+    """The PEP 508 marker environment of the declared build target (not of this interpreter)."""
+    from pipeline.model import environments
+
+    target = build_target()
+    for env in environments.load(target_file()):
+        if env.name == target.name:
+            return dict(env.markers)
+    raise WheelproofError(f"{target_file()}: [build] target {target.name} is not a supported environment")
 
 
 def _find(requirement: str, decls: Mapping[str, Declaration], by: Declaration) -> Declaration:
@@ -101,7 +112,7 @@ class TestPlan:
             "command": list(t.command or DEFAULT_COMMAND), "deselect": [d.target for d in t.deselect],
             "ignore": [i.target for i in t.ignore], "known_failure": t.known_failure, "timeout": t.timeout,
             "known_failing": list(t.known_failing), "environment": {e.name: e.value for e in t.environment},
-            "runner": builder_digest(), "platform": build_platform(),
+            "runner": builder_digest(), "target": build_target().to_json(),
             "sandbox": derivation(self.decl).sandbox,
         }
 

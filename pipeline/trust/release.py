@@ -51,9 +51,9 @@ from pipeline.trust.signing import (
     verify_note,
 )
 
-__all__ = ["Checkpoint", "HistoryError", "LoggedRelease", "ReleaseError", "Releases", "canonical", "diff",
-           "diff_text", "git_commit", "manifest_name", "prove_consistency", "prove_inclusion", "release_entry",
-           "verify_release", "wheel_entry"]
+__all__ = ["attestation_entry", "Checkpoint", "HistoryError", "LoggedRelease", "ReleaseError", "Releases",
+           "canonical", "diff", "diff_text", "git_commit", "manifest_name", "prove_consistency", "prove_inclusion",
+           "release_entry", "verify_release", "wheel_entry"]
 
 RELEASES_ENV = "WHEELPROOF_RELEASES"
 ORIGIN_ENV = "WHEELPROOF_LOG_ORIGIN"
@@ -67,6 +67,13 @@ def canonical(doc: Any) -> bytes:
 def wheel_entry(filename: str, sha256: str, release: str) -> bytes:
     return json.dumps({"kind": "wheel", "filename": filename, "sha256": sha256, "release": release},
                       sort_keys=True, separators=(",", ":")).encode()
+
+
+def attestation_entry(attestation: dict[str, Any], release: str) -> bytes:
+    """A log entry for one published rebuild attestation (by the SHA-256 of its envelope's bytes)."""
+    return json.dumps({"kind": "attestation", "sha256": attestation["sha256"], "project": attestation["project"],
+                       "derivation_id": attestation["derivation_id"], "builder_key": attestation["builder_key"],
+                       "release": release}, sort_keys=True, separators=(",", ":")).encode()
 
 
 def release_entry(manifest: dict[str, Any], manifest_sha256: str) -> bytes:
@@ -183,7 +190,8 @@ class Releases:
     def publish(self, key: SecretKey, root: CID, car_path: Path, published: list[dict[str, Any]],
                 counts: dict[str, Any], commit: str | None, now: dt.datetime,
                 refuse_inside: list[Path], key_path: Path | None = None,
-                state: Path | None = None) -> tuple[Path, dict[str, Any]]:
+                state: Path | None = None,
+                attestations: list[dict[str, Any]] | None = None) -> tuple[Path, dict[str, Any]]:
         """Sign, log and list a release, under an exclusive lock.
 
         ``state`` (default: ``<key>.checkpoint`` beside the secret key) holds the last checkpoint this
@@ -206,11 +214,12 @@ class Releases:
             if state.resolve().is_relative_to(forbidden.resolve()):
                 raise ReleaseError(f"the publisher's checkpoint {state} is inside {forbidden}: keep it beside the key")
         with self._exclusive():
-            return self._publish(key, root, car_path, published, counts, commit, now, PinnedCheckpoint(state))
+            return self._publish(key, root, car_path, published, counts, commit, now, PinnedCheckpoint(state),
+                                 attestations or [])
 
     def _publish(self, key: SecretKey, root: CID, car_path: Path, published: list[dict[str, Any]],
                  counts: dict[str, Any], commit: str | None, now: dt.datetime,
-                 pinned_file: PinnedCheckpoint) -> tuple[Path, dict[str, Any]]:
+                 pinned_file: PinnedCheckpoint, attestations: list[dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
         public = key.public
         pub_path = self.root / "wheelproof.pub"
         if pub_path.is_file() and PublicKey.parse(pub_path.read_text()) != public:
@@ -248,6 +257,8 @@ class Releases:
             "counts": counts,
             "wheels": published,
         }
+        if attestations:  # each builder's signed rebuild statement, logged so it cannot later be denied
+            manifest["attestations"] = attestations
         manifest["changes"] = diff(previous, manifest) if previous else {"summary": "first release"}
         data = canonical(manifest)
         name = manifest_name(sequence, str(root))
@@ -261,6 +272,7 @@ class Releases:
             atomic_write(self.root / "log.vkey", (public.vkey(self.origin) + "\n").encode())
         new_entries = entries + [release_entry(manifest, hashlib.sha256(data).hexdigest())]
         new_entries += [wheel_entry(w["filename"], w["sha256"], str(root)) for w in published]
+        new_entries += [attestation_entry(a, str(root)) for a in attestations]
         self._append(key, old_cp, entries, new_entries)
         pinned_file.save((self.log / "checkpoint").read_text())
         atomic_write(self.root / "latest", (name + "\n").encode())
