@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.model.declaration import load_all
 from pipeline.realise import testing
+from pipeline.realise.rebuild import load_record
 
 from .conftest import needs_bwrap
 
@@ -81,9 +82,8 @@ def test_doit_test_task_and_up_to_date(world):
     assert "tests passed: 2 passed, 0 failed, 0 errors, 1 skipped of 3" in first.stdout
     second = world.doit("test:tiny")
     assert "-- test:tiny" in second.stdout
-    record = world.store.read_json(world.store.get_ref("builds", next(
-        n for _, n, _ in world.store.list_refs("builds"))))
-    assert record.tests["outcome"] == "passed"
+    record = load_record(world.store, next(n for _, n, _ in world.store.list_refs("builds")))
+    assert record is not None and record.tests is not None and record.tests.outcome == "passed"
 
 
 def test_declared_test_source_when_the_sdist_has_none(world):
