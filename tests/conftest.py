@@ -203,3 +203,15 @@ def build_record(drv_id: str, verdict: str = "identical", name: str = "tiny") ->
         version="1.0", started="2026-01-01T00:00:00Z", sandbox="bubblewrap", inputs={f"{name}-1.0.tar.gz": "2" * 64},
         upstream=wheel, verdict=verdict, builder_result={}, log=LogRef("3" * 64), timings={"total": 1.5},
         references=("2" * 64,), output=OutputWheel(wheel.filename, wheel.sha256, 10) if verdict != "failed" else None)
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[object]:
+    """A real farm on 127.0.0.1: a ``dask scheduler``; tests start workers (tests/farm.py)."""
+    from tests.farm import start_farm
+
+    f = start_farm(tmp_path / "farm")
+    try:
+        yield f
+    finally:
+        f.stop()

@@ -9,11 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from pipeline.trust.signing import write_keypair
 
@@ -83,12 +80,3 @@ def start_farm(root: Path) -> Farm:
         time.sleep(0.1)
     time.sleep(0.2)  # the file is written before it is complete on some versions
     return Farm(root, json.loads(info.read_text())["address"], proc)
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[Farm]:
-    f = start_farm(tmp_path / "farm")
-    try:
-        yield f
-    finally:
-        f.stop()

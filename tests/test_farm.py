@@ -15,7 +15,6 @@ from pipeline.model.declaration import load_all
 from pipeline.realise.graph import plan
 from pipeline.realise.rebuild import derivation
 from tests.conftest import REPO
-from tests.farm import farm  # noqa: F401  (the fixture)
 from tests.test_testing import PASSING, UNITTEST
 
 pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
