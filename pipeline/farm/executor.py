@@ -57,7 +57,7 @@ class FarmExecutor:
     def _on_event(self, event: tuple[float, Any]) -> None:
         msg = event[1]
         if isinstance(msg, dict) and msg.get("event") == "started":
-            self.progress.started(str(msg.get("key")), str(msg.get("worker")))
+            self.progress.started(str(msg.get("key")), str(msg.get("name")))
 
     def _require_worker(self) -> None:
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})

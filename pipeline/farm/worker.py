@@ -117,7 +117,7 @@ def run_action(action: Action) -> ActionResult:
     plugin = worker.plugins.get(PLUGIN_NAME)
     if not isinstance(plugin, WheelproofPlugin):
         raise FarmError(f"worker {worker.name} was not started by `python -m pipeline worker` (no store, no key)")
-    worker.log_event(TOPIC, {"event": "started", "key": action.key, "worker": str(worker.name)})
+    worker.log_event(TOPIC, {"event": "started", "key": action.key, "name": plugin.worker_name})
     return plugin.execute(action)
 
 
