@@ -41,6 +41,7 @@ def test_build_and_test_on_two_workers_verified_into_the_coordinators_store(worl
     assert "build:alpha 1.0: identical" in out and "build:beta 1.0: identical" in out
     assert "test:alpha 1.0: tests passed: 2 passed, 0 failed, 0 errors, 1 skipped of 3" in out
     assert "farm: 3 node(s) in" in out and "3 done, 0 failed (0 rejected)" in out and "retries 0" in out
+    assert "of 3 | w" in out  # per-worker progress, by the workers' names
     decls = load_all(world.declarations)
     g = plan(decls)
     store = world.store
