@@ -8,6 +8,7 @@ DOIT_CONFIG = {
     "dep_file": ".doit.db",
     "verbosity": 2,
     "subtasks": True,  # `doit list` shows build:NAME for every declaration
+    **tasks.farm_doit_config(),  # WHEELPROOF_FARM: nodes run on the farm, many at once (docs/farm.md)
 }
 
 

@@ -211,3 +211,13 @@ def _builder_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     path = tmp_path_factory.getbasetemp() / "builder.key"
     monkeypatch.setenv("WHEELPROOF_BUILDER_KEY", str(path))
     return path
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[object]:
+    """A real farm on 127.0.0.1: a ``dask scheduler``; tests start workers (tests/farm.py)."""
+    from tests.farm import start_farm
+
+    f = start_farm(tmp_path / "farm")
+    try:
+        yield f
+    finally:
+        f.stop()

@@ -264,6 +264,18 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.farm.settings import scheduler_address
+    from pipeline.farm.worker import serve
+    from pipeline.store.local import default_root
+
+    serve(scheduler_address(args.scheduler), Path(args.store) if args.store else default_root(),
+          Path(args.builder_key) if args.builder_key else None, args.nthreads, args.name)
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "declare": (_declare, "write declarations/<xx>/<name>.toml for NAME==VERSION from the index"),
     "build": (_build, "build declarations by name (what `doit build:NAME` runs)"),
@@ -282,6 +294,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "install": (_install, "install names and their closure from a snapshot, sandboxed and verified"),
     "proxy": (_proxy, "serve pip/uv locally from an untrusted gateway, verifying every block of a release"),
     **attest.COMMANDS,
+    "worker": (_worker, "run a build farm worker (Dask) for the scheduler at tcp://HOST:PORT"),
 }
 
 
@@ -342,6 +355,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--port", type=int, default=8081)
         elif name in attest.COMMANDS:
             attest.add_arguments(name, p)
+        elif name == "worker":
+            p.add_argument("--scheduler", required=True, metavar="tcp://HOST:PORT")
+            p.add_argument("--store", help="this worker's own store (default $WHEELPROOF_STORE or ./store)")
+            p.add_argument("--builder-key", help="this worker's builder key (default $WHEELPROOF_BUILDER_KEY "
+                                                 "or ~/.config/wheelproof/builder.key)")
+            p.add_argument("--nthreads", type=int, default=1, help="builds at once (default 1)")
+            p.add_argument("--name", help="the worker's name on the farm (default: its address)")
     args = parser.parse_args(argv)
     if getattr(args, "index_url", "x") is None:
         from pipeline.realise.index import DEFAULT_INDEX

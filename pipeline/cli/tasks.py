@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from functools import cache
@@ -20,6 +21,7 @@ from pipeline.store.refindex import RefIndex
 if TYPE_CHECKING:
     from pipeline.model.declaration import Artifact, Declaration
     from pipeline.model.records import BuildRecord, SnapshotRecord, TestRecord
+    from pipeline.realise.executor import Executor
     from pipeline.wheel.facts import WheelFacts
 
 T = TypeVar("T")
@@ -84,7 +86,6 @@ def realise(key: str) -> bool:
     """Run one build or test node and print its progress and verdict; False fails the doit task."""
     from pipeline.model.records import BuildRecord
     from pipeline.realise import testing
-    from pipeline.realise.executor import LocalExecutor
     from pipeline.realise.rebuild import verdict_line
 
     node = graph()[key]
@@ -94,8 +95,7 @@ def realise(key: str) -> bool:
     what = "drv" if node.kind == BUILD else "test id"
     print(f"{position} {key} {decl.version} ({what} {node.id[:12]})", flush=True)
     try:
-        attest = attestation_signer() if node.kind == BUILD else None
-        record = LocalExecutor(store(), declarations, attest).realise(node, log=lambda m: print(f"  {m}", flush=True))
+        record = executor().realise(node, log=lambda m: print(f"  {m}", flush=True))
     except WheelproofError as e:
         print(f"{position} {key}: error: {e}", file=sys.stderr)
         return False
@@ -390,3 +390,38 @@ def attestation_signer():  # type: ignore[no-untyped-def]
         print(f"  created builder key {path} (key id {key.public.key_id[:16]}; "
               "`python -m pipeline builder-key --public` prints it)", flush=True)
     return attestation.signer(store(), builder_key.load_builder_key(path, refuse_inside=[store().root]))
+_executor_lock = threading.Lock()
+
+
+@cache
+def _make_executor() -> Executor:
+    """The farm's executor when ``WHEELPROOF_FARM`` is set (its summary printed at exit), else the local one."""
+    import atexit
+
+    from pipeline.farm.settings import FarmSettings
+    from pipeline.realise.executor import LocalExecutor
+
+    settings = FarmSettings.from_environment()
+    if settings is None:
+        return LocalExecutor(store(), declarations, attestation_signer())
+    from pipeline.farm.executor import FarmExecutor
+
+    farm = FarmExecutor(settings, store(), declarations)
+    atexit.register(farm.close)
+    return farm
+
+
+def executor() -> Executor:
+    with _executor_lock:  # doit's threads (farm mode) ask at once
+        return _make_executor()
+
+
+def farm_doit_config() -> dict[str, object]:
+    """With a farm, doit runs nodes in threads, many at once (each waits on the farm); else nothing changes."""
+    import os
+
+    from pipeline.farm.settings import FARM_ENV
+
+    if not os.environ.get(FARM_ENV):
+        return {}
+    return {"num_process": int(os.environ.get("WHEELPROOF_FARM_JOBS", "32")), "par_type": "thread"}

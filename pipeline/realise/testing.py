@@ -208,11 +208,11 @@ def run(p: TestPlan, store: Store, log: Callable[[str], None] = print) -> TestRe
     )
     with store.shared():
         store.set_ref(TEST_KIND, p.id, store.put_json(encode(record)))
-        _attach_to_build_record(store, decl, record)
+        attach_to_build_record(store, decl, record)
     return record
 
 
-def _attach_to_build_record(store: Store, decl: Declaration, test_record: TestRecord) -> None:
+def attach_to_build_record(store: Store, decl: Declaration, test_record: TestRecord) -> None:
     drv = derivation(decl).id
     build_record = load_record(store, drv)
     if build_record is None:
