@@ -27,6 +27,7 @@ test: setup
 	$(VENV)/bin/ruff check pipeline builders tests benchmarks dodo.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	cd tests/js && npm ci --no-audit --no-fund
 	$(PY) -m pytest
 
 lint: setup

@@ -49,7 +49,8 @@ def format_snapshot(world, store: Store | None = None, gateway_url: str = "http:
     records = {n: build_record("d" * 64, "identical", n) for n in decls}
     snap, published = publish(store, decls, records,
                               lambda d, w: facts_for(store, w.sha256, w.filename).metadata or b"",
-                              log=lambda m: None, subtrees=formats.subtrees(ENVS, gateway_url, log=lambda m: None))
+                              log=lambda m: None,
+                              subtrees=formats.subtrees(ENVS, gateway_url, log=lambda m: None, store=store))
     path, info = torrent.write(store, snap.root, gateway_url)
     return snap, decls, path, info
 

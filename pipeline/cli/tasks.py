@@ -196,7 +196,7 @@ def snapshot(host: str = "127.0.0.1", port: int = 8080, require_attestations: in
                                     attestations=lambda published: published_attestations(s, published),
                                     log=lambda m: print(m, flush=True), subtrees=formats.subtrees(
                                         environments.load(environments.ENVIRONMENTS_FILE),
-                                        log=lambda m: print(m, flush=True)))
+                                        log=lambda m: print(m, flush=True), store=s))
         torrent_path, info = torrent.write(s, snap.root, formats.gateway_url())
     except snapshots.SnapshotRefused as e:
         for reason in e.reasons:

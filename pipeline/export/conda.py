@@ -22,6 +22,7 @@ every remaining conda dependency must be a package of this channel or ``python``
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import importlib.resources
 import json
 import logging
@@ -39,9 +40,12 @@ from pathlib import Path
 import zstandard
 from packaging.utils import canonicalize_name
 
-from pipeline.export.ipfs.unixfs import Tree
+from pipeline.export.derived import DerivedCache, key_of
+from pipeline.export.fileimports import FileImports
+from pipeline.export.ipfs.unixfs import V1_2025, Tree
 from pipeline.model.declaration import DECLARATIONS_DIR
 from pipeline.model.errors import WheelproofError
+from pipeline.store.local import Store
 
 __all__ = ["CONDA_NAMES_FILE", "EPOCH", "CondaError", "CondaPackage", "NameMap", "ChannelWheel", "channel",
            "convert", "load_names", "validate_depends"]
@@ -115,6 +119,7 @@ class ChannelWheel:
     version: str
     filename: str
     path: Path
+    sha256: str = ""  # the wheel's store digest: with a store, the package is cached by it
 
 
 @dataclass(frozen=True)
@@ -233,24 +238,81 @@ def _repodata(noarch: dict[str, bytes]) -> dict[str, bytes]:
     return {"repodata.json": data, "repodata.json.zst": zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data)}
 
 
+def _converter_key(wheel: ChannelWheel, name: str, names: NameMap) -> str:
+    """What a package depends on: the wheel's bytes, the names and every tool and setting that packs it."""
+    return key_of("conda-package", wheel.sha256, wheel.filename, wheel.project, name, sorted(names.overrides.items()),
+                  importlib.metadata.version("whl2conda"), importlib.metadata.version("conda-package-handling"),
+                  _ZSTD_LEVEL, EPOCH)
+
+
+def _cached_package(store: Store, wheel: ChannelWheel, names: NameMap, work: Path) -> tuple[CondaPackage, str]:
+    """The wheel's package (its data left empty) and its store digest, converted once per key."""
+    cache = DerivedCache(store, "conda-packages")
+    name = names.conda_name(wheel.project)
+    key = _converter_key(wheel, name, names)
+    doc = cache.get(key)
+    if doc is not None and isinstance(doc.get("package"), str) and store.has(doc["package"]):
+        return CondaPackage(wheel.project, doc["name"], doc["filename"], b"", tuple(doc["depends"])), doc["package"]
+    pkg = convert(ChannelWheel(wheel.project, wheel.version, wheel.filename, store.verified_path(wheel.sha256),
+                               wheel.sha256), names, work)
+    digest = store.put_bytes(pkg.data)
+    cache.put(key, {"name": pkg.name, "filename": pkg.filename, "depends": list(pkg.depends), "package": digest,
+                    "references": [digest]})
+    return CondaPackage(pkg.project, pkg.name, pkg.filename, b"", pkg.depends), digest
+
+
+def _cached_repodata(store: Store, packages: dict[str, str]) -> dict[str, bytes]:
+    """:func:`_repodata` of the packages (filename → store digest), computed once per set of packages."""
+    cache = DerivedCache(store, "conda-repodata")
+    key = key_of("conda-repodata", sorted(packages.items()), importlib.metadata.version("py-rattler"),
+                 _ZSTD_LEVEL, EPOCH)
+    doc = cache.get(key)
+    files = ("repodata.json", "repodata.json.zst")
+    if doc is not None and all(isinstance(doc.get(f), str) and store.has(doc[f]) for f in files):
+        return {f: store.read_bytes(doc[f]) for f in files}
+    out = _repodata({f: store.read_bytes(d) for f, d in packages.items()})
+    digests = {f: store.put_bytes(out[f]) for f in files}
+    cache.put(key, {**digests, "references": sorted(digests.values())})
+    return out
+
+
 def channel(wheels: list[ChannelWheel], names: NameMap | None = None,
-            log: Callable[[str], None] = lambda m: None) -> Tree:
+            log: Callable[[str], None] = lambda m: None, store: Store | None = None) -> Tree:
     """The ``conda/`` subtree: ``noarch/<pkg>.conda`` for every pure wheel, repodata.json(.zst).
 
     Every dependency must map into the channel; a name that is not a conda name is refused before
     anything is packed (it could otherwise escape ``noarch/`` or forge a repodata key).
+
+    With a ``store`` (and each wheel's ``sha256``), a wheel is converted once per content, converter
+    version and name mapping: the package is kept in the store, its import in the DAG too
+    (:class:`~pipeline.export.fileimports.FileImports`), and the repodata once per set of packages.
     """
     names = names or load_names()
     pure = [w for w in sorted(wheels, key=lambda w: w.filename) if _is_pure(w.filename)]
     known = {names.conda_name(w.project) for w in pure}
-    noarch: dict[str, bytes] = {}
+    noarch: Tree = {}
+    digests: dict[str, str] = {}
+    converted = 0
     with tempfile.TemporaryDirectory(prefix="wheelproof-conda-") as tmp:
         for i, w in enumerate(pure):
-            pkg = convert(w, names, Path(tmp) / str(i))
+            if store is not None:
+                if not w.sha256:
+                    raise CondaError(f"{w.filename}: no store digest to cache its conda package by")
+                pkg, digest = _cached_package(store, w, names, Path(tmp) / str(i))
+            else:
+                pkg, digest = convert(w, names, Path(tmp) / str(i)), ""
             validate_depends(pkg.depends, known, f"{w.filename} (conda package {pkg.name})")
             if pkg.filename in noarch:
                 raise CondaError(f"{w.filename}: two wheels make the conda package {pkg.filename}")
             noarch[pkg.filename] = pkg.data
-    log(f"conda: {len(noarch)} noarch packages of {len(wheels)} wheels")
-    subdir: Tree = {**noarch, **_repodata(noarch)}
+            digests[pkg.filename] = digest
+            converted += 1
+    if store is not None:
+        imports = FileImports(store, V1_2025)
+        noarch = {f: imports.entry(d) for f, d in digests.items()}
+        repodata = _cached_repodata(store, digests)
+    else:
+        repodata = _repodata({f: v for f, v in noarch.items() if isinstance(v, bytes)})
+    log(f"conda: {converted} noarch packages of {len(wheels)} wheels")
+    subdir: Tree = {**noarch, **repodata}
     return {"noarch": subdir}

@@ -36,9 +36,13 @@ def gateway_url() -> str:
 
 
 def subtrees(environments: Iterable[Environment], gateway: str | None = None,
-             names: conda.NameMap | None = None, log: Callable[[str], None] = print
-             ) -> Callable[[Tree, list[PublishedWheel]], Tree]:
-    """The hook: ``conda/`` and ``locks/`` for a rendered snapshot tree."""
+             names: conda.NameMap | None = None, log: Callable[[str], None] = print,
+             store: Store | None = None) -> Callable[[Tree, list[PublishedWheel]], Tree]:
+    """The hook: ``conda/`` and ``locks/`` for a rendered snapshot tree.
+
+    With the ``store`` the wheels came from, each conda package is made once per wheel content
+    (:func:`pipeline.export.conda.channel`); a tree whose wheels are already imported (entries, not
+    files) needs it."""
     envs = list(environments)
     base = gateway or gateway_url()
 
@@ -52,8 +56,12 @@ def subtrees(environments: Iterable[Environment], gateway: str | None = None,
             assert isinstance(project_dir, dict)
             path = project_dir[w.wheel.filename]
             meta = project_dir[w.wheel.filename + ".metadata"]
-            assert isinstance(path, Path) and isinstance(meta, bytes)
-            channel_wheels.append(conda.ChannelWheel(w.project, w.version, w.wheel.filename, path))
+            assert isinstance(meta, bytes)
+            if not isinstance(path, Path):
+                if store is None:
+                    raise ValueError(f"{w.wheel.filename}: an imported wheel and no store to convert it from")
+                path = store.object_path(w.wheel.sha256)
+            channel_wheels.append(conda.ChannelWheel(w.project, w.version, w.wheel.filename, path, w.wheel.sha256))
             url = f"{base}/ipfs/{cid_of_tree(project_dir)}/{w.wheel.filename}"
             available.setdefault(w.project, []).append(pylock.LockableWheel(
                 w.project, w.version, w.wheel.filename, w.wheel.sha256, w.wheel.size, w.requires_python,
@@ -63,7 +71,7 @@ def subtrees(environments: Iterable[Environment], gateway: str | None = None,
             names_here = [p for p, ws in sorted(available.items()) if any(pylock.fits(w, env) for w in ws)]
             locks[f"pylock.{env.name}.toml"] = pylock.lock(available, names_here, env).encode()
         log(f"locks: {len(locks)} pylock.toml files (one per supported environment)")
-        return {"conda": conda.channel(channel_wheels, names, log), "locks": locks}
+        return {"conda": conda.channel(channel_wheels, names, log, store), "locks": locks}
 
     return hook
 

@@ -39,17 +39,23 @@ import html
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import zstandard
+
+from pipeline.export.derived import DerivedCache, key_of
+from pipeline.export.fileimports import FileImports
 from pipeline.export.ipfs import car, dagpb
 from pipeline.export.ipfs.blocks import BlockSource
 from pipeline.export.ipfs.multiformats import CID, DAG_PB
-from pipeline.export.ipfs.unixfs import V0_2015, V1_2025, Importer, Tree, cid_of_file
+from pipeline.export.ipfs.unixfs import V0_2015, V1_2025, Entry, Importer, Tree
 from pipeline.model.declaration import Artifact, Declaration
-from pipeline.model.records import SNAPSHOT_KIND, BuildRecord, CarRef, SnapshotRecord, encode
+from pipeline.model.errors import IntegrityError
+from pipeline.model.records import SNAPSHOT_KIND, BuildRecord, CarRef, SnapshotRecord, decode, encode
 from pipeline.store.local import Store, sha256_file
 
 API_VERSION = "1.1"
@@ -103,8 +109,10 @@ class SnapshotRefused(Exception):
 
 def select(decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
            metadata_for: Callable[[Declaration, Artifact], bytes],
-           wheel_bytes: Callable[[Artifact], bytes]) -> list[PublishedWheel]:
-    """Apply the publishing policy; refuse (listing every reason) if any project cannot be published."""
+           content_id: Callable[[Artifact], str]) -> list[PublishedWheel]:
+    """Apply the publishing policy; refuse (listing every reason) if any project cannot be published.
+
+    ``content_id`` is the wheel's ``unixfs-v0-2015`` CID (kubo's default import)."""
     out, refused = [], []
     for name, d in sorted(decls.items()):
         record = records.get(name)
@@ -123,7 +131,7 @@ def select(decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
             meta = metadata_for(d, w)
             out.append(PublishedWheel(
                 name, d.version, w, d.requires_python, hashlib.sha256(meta).hexdigest(), verdict,
-                record.derivation_id, str(cid_of_file(wheel_bytes(w), V0_2015)), tuple(sorted(d.extras))))
+                record.derivation_id, content_id(w), tuple(sorted(d.extras))))
     if refused:
         raise SnapshotRefused(refused)
     return out
@@ -189,9 +197,10 @@ def status_page(published: list[PublishedWheel]) -> bytes:
     return _page("Wheelproof snapshot", body)
 
 
-def render(published: list[PublishedWheel], wheel_path: Callable[[Artifact], Path],
+def render(published: list[PublishedWheel], wheel_path: Callable[[Artifact], Path | Entry],
            metadata: Callable[[PublishedWheel], bytes], attestations: Sequence[PublishedAttestation] = (),
            builder_keys: Mapping[str, bytes] | None = None) -> Tree:
+    """The snapshot's tree; a wheel is its file, or its already imported :class:`Entry`."""
     by_project: dict[str, list[PublishedWheel]] = {}
     for w in published:
         by_project.setdefault(w.project, []).append(w)
@@ -236,23 +245,80 @@ class Snapshot:
     manifest: str  # store digest of the snapshot manifest
 
 
-def walk(store: BlockSource, root: CID) -> list[tuple[CID, bytes]]:
-    """Every block of the DAG under ``root`` (depth-first, each once), read verified from the store."""
-    out, seen, stack = [], set(), [root]
+def iter_blocks(store: BlockSource, root: CID) -> Iterator[tuple[CID, bytes]]:
+    """Every block of the DAG under ``root``, depth-first, each once, read verified from the store;
+    one block is held at a time (the CAR is written from this stream)."""
+    seen: set[bytes] = set()
+    stack = [root]
     while stack:
         cid = stack.pop()
         if cid.digest in seen:
             continue
         seen.add(cid.digest)
         block = store.read_bytes(cid.hex_digest)
-        out.append((cid, block))
+        yield cid, block
         if cid.codec == DAG_PB:
             stack.extend(reversed([link.cid for link in dagpb.decode(block).links]))
-    return out
+
+
+def walk(store: BlockSource, root: CID) -> list[tuple[CID, bytes]]:
+    """Every block of the DAG under ``root`` (depth-first, each once), as a list (small DAGs, tests)."""
+    return list(iter_blocks(store, root))
+
+
+class _HashingWriter:
+    """A binary file that hashes what it writes (the CAR's SHA-256 without reading it back)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f = f
+        self.sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        return self.f.write(data)
+
+
+def _car_stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _reusable_car(store: Store, root: CID, car_path: Path) -> SnapshotRecord | None:
+    """The snapshot record of ``root`` if its CAR is in place and matches the size and SHA-256 it records.
+
+    The SHA-256 is re-read unless the file's identity (device, inode, size, mtime, ctime) is the one
+    recorded when this process last wrote or hashed it (any write since changes mtime and ctime). A
+    file changed within 2 s of being hashed is not stamped (a write in the same clock tick as the hash
+    would not show in the times: git's "racy" rule), so it is hashed again next time."""
+    digest = store.get_ref(SNAPSHOT_KIND, str(root))
+    if digest is None or not car_path.is_file():
+        return None
+    try:
+        record = decode(SnapshotRecord, store.read_json(digest), f"refs/{SNAPSHOT_KIND}/{root}")
+    except (ValueError, IntegrityError, zstandard.ZstdError):
+        return None
+    if record.root != str(root) or car_path.stat().st_size != record.car.size:
+        return None
+    stamps = DerivedCache(store, "car-checks")
+    key = key_of("car", str(root), record.car.sha256, record.car.size)
+    doc = stamps.get(key)
+    if doc is not None and doc.get("stamp") == _car_stamp(car_path):
+        return record
+    sha, _ = sha256_file(car_path)
+    if sha != record.car.sha256:
+        return None
+    stamp = _car_stamp(car_path)
+    if time.time_ns() - max(stamp[3], stamp[4]) > 2_000_000_000:
+        stamps.put(key, {"stamp": stamp})
+    return record
 
 
 def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snapshot:
-    """Import ``tree`` into the store's blocks, write the CAR and root the snapshot."""
+    """Import ``tree`` into the store's blocks, write the CAR and root the snapshot.
+
+    With the root already a snapshot whose CAR is in place and checks (:func:`_reusable_car`), nothing
+    is walked or written. Otherwise the CAR is streamed from a depth-first walk of the DAG (one block
+    in memory at a time), hashed as it is written, fsynced and renamed into place."""
     counts = {"blocks": 0, "new": 0}
 
     def put(cid: CID, block: bytes) -> None:
@@ -263,23 +329,44 @@ def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snaps
 
     with store.shared():
         root = Importer(V1_2025, put).tree(tree).cid
-        blocks = walk(store, root)
         cars = store.root / "cars"
         cars.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=store.tmp, prefix="car-")
-        with os.fdopen(fd, "wb") as f:
-            size = car.write(f, [root], blocks)
-            f.flush()
-            os.fsync(f.fileno())
         car_path = cars / f"{root}.car"
-        os.replace(tmp, car_path)
-        car_sha, _ = sha256_file(car_path)
-        record = SnapshotRecord(str(root), CarRef(car_sha, size), tuple(sorted({c.hex_digest for c, _ in blocks})))
+        reused = _reusable_car(store, root, car_path)
+        if reused is not None:
+            manifest = store.get_ref(SNAPSHOT_KIND, str(root))
+            assert manifest is not None
+            store.set_ref(TAG_KIND, "latest", manifest)
+            log(f"snapshot: {len(reused.references)} blocks, unchanged: reusing {car_path.name}")
+            return Snapshot(root, car_path, reused.car.size, reused.car.sha256, len(reused.references),
+                            counts["new"], manifest)
+        digests: set[str] = set()
+
+        def blocks() -> Iterator[tuple[CID, bytes]]:
+            for cid, block in iter_blocks(store, root):
+                digests.add(cid.hex_digest)
+                yield cid, block
+
+        fd, tmp = tempfile.mkstemp(dir=store.tmp, prefix="car-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                out = _HashingWriter(f)
+                size = car.write(out, [root], blocks())  # type: ignore[arg-type]
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, car_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        car_sha = out.sha.hexdigest()
+        record = SnapshotRecord(str(root), CarRef(car_sha, size), tuple(sorted(digests)))
         manifest = store.put_json(encode(record))
         store.set_ref(SNAPSHOT_KIND, str(root), manifest)
         store.set_ref(TAG_KIND, "latest", manifest)
-    log(f"snapshot: {len(blocks)} blocks ({counts['new']} new in the store)")
-    return Snapshot(root, car_path, size, car_sha, len(blocks), counts["new"], manifest)
+        DerivedCache(store, "car-checks").put(key_of("car", str(root), car_sha, size),
+                                              {"stamp": _car_stamp(car_path)})
+    log(f"snapshot: {len(digests)} blocks ({counts['new']} new in the store)")
+    return Snapshot(root, car_path, size, car_sha, len(digests), counts["new"], manifest)
 
 
 def publish(store: Store, decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
@@ -293,13 +380,16 @@ def publish(store: Store, decls: dict[str, Declaration], records: Mapping[str, B
 
     ``subtrees`` (the other formats, :mod:`pipeline.export.formats`) adds top-level subtrees to the
     rendered tree; it may not replace one."""
-    published = select(decls, records, metadata_for, lambda w: store.read_bytes(w.sha256))
+    content_ids = FileImports(store, V0_2015, store_blocks=False)
+    wheels = FileImports(store, V1_2025)
+    published = select(decls, records, metadata_for, lambda w: str(content_ids.entry(w.sha256).cid))
     log(f"snapshot: importing {len(published)} wheels of {len(decls)} projects")
     attested, keys = attestations(published) if attestations is not None else ((), {})
     if attested:
         log(f"snapshot: {len(attested)} attestations by {len({a.key_id for a in attested})} builders")
-    tree = render(published, lambda a: store.verified_path(a.sha256), lambda w: store.read_bytes(w.metadata_sha256),
+    tree = render(published, lambda a: wheels.entry(a.sha256), lambda w: store.read_bytes(w.metadata_sha256),
                   attested, keys)
+    log(f"snapshot: {wheels.hits} wheels imported before, {wheels.misses} imported now")
     if subtrees is not None:
         extra = subtrees(tree, published)
         if clash := sorted(set(extra) & set(tree)):

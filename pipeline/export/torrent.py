@@ -16,12 +16,14 @@ manifest records (both info-hashes, every file's pieces root).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.export.derived import DerivedCache, key_of
 from pipeline.export.ipfs.gateway import DagReader
 from pipeline.export.ipfs.multiformats import CID
 from pipeline.model.errors import WheelproofError
@@ -114,11 +116,25 @@ def read(data: bytes) -> TorrentInfo:
 
 
 def write(store: Store, root: CID, gateway: str) -> tuple[Path, TorrentInfo]:
-    """Make ``<store>/cars/<root>.torrent`` from the snapshot in the store (atomic write)."""
+    """Make ``<store>/cars/<root>.torrent`` from the snapshot in the store (atomic write).
+
+    The torrent depends only on the snapshot and the web seed, so one already made for both is kept:
+    it is reused when its SHA-256 is the one recorded when it was written (``cache/torrents``) and it
+    still reads as the torrent of ``root`` with that web seed."""
+    seed = gateway.rstrip("/") + "/ipfs/"
+    path = torrent_path(store, root)
+    cache = DerivedCache(store, "torrents")
+    key = key_of("torrent", str(root), seed, PIECE_LENGTH, CREATOR, importlib.metadata.version("libtorrent"))
+    doc = cache.get(key)
+    if doc is not None and path.is_file():
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == doc.get("sha256"):
+            info = read(data)
+            if info.name == str(root) and info.web_seeds == (seed,):
+                return path, info
     with tempfile.TemporaryDirectory(prefix="torrent-", dir=store.tmp) as tmp:
         top = unpack(store, root, Path(tmp))
-        data = make(top, gateway.rstrip("/") + "/ipfs/")
-    path = torrent_path(store, root)
+        data = make(top, seed)
     path.parent.mkdir(exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix="torrent-")
     with os.fdopen(fd, "wb") as f:
@@ -126,6 +142,7 @@ def write(store: Store, root: CID, gateway: str) -> tuple[Path, TorrentInfo]:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp_name, path)
+    cache.put(key, {"sha256": hashlib.sha256(data).hexdigest()})
     return path, read(data)
 
 

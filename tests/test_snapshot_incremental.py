@@ -1,0 +1,116 @@
+"""A snapshot costs what changed (issue 15, item 4): cached imports, conda packages, CAR and torrent.
+
+The root CID must be exactly the one a full import of the same bytes computes; a snapshot with
+nothing changed walks and writes nothing; a corrupt cache entry or CAR is a miss, never trusted.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.export import conda, formats, torrent
+from pipeline.export.ipfs import car
+from pipeline.export.ipfs.unixfs import cid_of_tree
+from pipeline.export.snapshot import publish, render
+from pipeline.realise.fetch import fetch
+from pipeline.store.local import Store
+from pipeline.wheel.facts import facts_for
+from tests.conftest import build_record
+from tests.test_formats import ENVS
+
+
+def _snapshot(world, store=None, with_formats=False, **extra_files: str):
+    store = store or world.store
+    lib = world.declare_tiny("tiny-lib", "2.0", files={"tiny_lib.py": "VALUE = 42\n", **extra_files})
+    app = world.declare_tiny("tiny-app", "1.0", dependencies=["tiny-lib>=2"],
+                             files={"tiny_app.py": "from tiny_lib import VALUE\n"})
+    decls = {"tiny-app": app, "tiny-lib": lib}
+    for d in decls.values():
+        for w in d.wheels:
+            fetch(store, w, what=str(d.path))
+    records = {n: build_record("d" * 64, "identical", n) for n in decls}
+    hook = formats.subtrees(ENVS, "http://gw.test", log=lambda m: None, store=store) if with_formats else None
+    logs: list[str] = []
+    snap, published = publish(store, decls, records, lambda d, w: facts_for(store, w.sha256, w.filename).metadata
+                              or b"", log=logs.append, subtrees=hook)
+    return snap, published, logs
+
+
+def test_cached_root_is_the_full_import_root(world):
+    snap, published, _ = _snapshot(world)
+    again, _, logs = _snapshot(world)
+    assert again.root == snap.root and "2 wheels imported before, 0 imported now" in " ".join(logs)
+    # the same tree with every wheel's bytes (no cache at all) gives the same root CID
+    store = world.store
+    tree = render(published, lambda a: store.read_bytes(a.sha256),  # type: ignore[arg-type,return-value]
+                  lambda w: store.read_bytes(w.metadata_sha256))
+    assert cid_of_tree(tree) == snap.root
+    wheel_entry = render(published, lambda a: store.verified_path(a.sha256),
+                         lambda w: store.read_bytes(w.metadata_sha256))
+    assert cid_of_tree(wheel_entry) == snap.root
+    # and a fresh store computes it too
+    fresh, _, fresh_logs = _snapshot(world, Store(world.root / "fresh-store"))
+    assert fresh.root == snap.root and fresh.car_sha256 == snap.car_sha256
+    assert "0 wheels imported before, 2 imported now" in " ".join(fresh_logs)
+
+
+def test_nothing_changed_reuses_the_car(world):
+    snap, _, _ = _snapshot(world)
+    before = snap.car_path.stat()
+    again, _, logs = _snapshot(world)
+    after = again.car_path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
+    assert any("unchanged: reusing" in m for m in logs)
+    assert (again.car_sha256, again.car_size, again.blocks, again.new_blocks) == \
+        (snap.car_sha256, snap.car_size, snap.blocks, 0)
+
+
+def test_a_corrupt_car_is_written_again(world):
+    snap, _, _ = _snapshot(world)
+    data = bytearray(snap.car_path.read_bytes())
+    data[-1] ^= 1
+    snap.car_path.write_bytes(bytes(data))  # same size, other bytes (and a new mtime/ctime)
+    again, _, logs = _snapshot(world)
+    assert not any("unchanged" in m for m in logs)
+    assert again.car_path.read_bytes() != bytes(data)
+    roots, blocks = car.read(again.car_path.read_bytes())
+    assert roots == [snap.root] and len(list(blocks)) == snap.blocks
+
+
+def test_a_corrupt_cache_entry_is_a_miss(world):
+    snap, _, _ = _snapshot(world)
+    pointers = sorted((world.store.root / "cache" / "unixfs-files").iterdir())
+    assert pointers
+    for p in pointers:  # point every entry at another document: each must be recomputed
+        p.write_text(pointers[0].read_text() if p != pointers[0] else "0" * 64 + "\n")
+    again, _, logs = _snapshot(world)
+    assert again.root == snap.root and "0 wheels imported before, 2 imported now" in " ".join(logs)
+
+
+def test_one_wheel_changed_imports_one_wheel(world):
+    first, _, _ = _snapshot(world)
+    second, _, logs = _snapshot(world, **{"extra.py": "X = 1\n"})
+    assert second.root != first.root
+    assert "1 wheels imported before, 1 imported now" in " ".join(logs)
+    # new blocks: the changed wheel's pages, .metadata, directories above it, status page, manifest
+    assert second.new_blocks <= 9
+
+
+def test_conda_packages_are_converted_once(world, monkeypatch):
+    snap, _, _ = _snapshot(world, with_formats=True)
+    torrent_path, info = torrent.write(world.store, snap.root, "http://gw.test")
+    mtime = torrent_path.stat().st_mtime_ns
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("a cached wheel was converted again")
+
+    monkeypatch.setattr(conda, "convert", no_conversion)
+    again, _, logs = _snapshot(world, with_formats=True)
+    assert again.root == snap.root and any("unchanged: reusing" in m for m in logs)
+    path2, info2 = torrent.write(world.store, again.root, "http://gw.test")
+    assert path2.stat().st_mtime_ns == mtime and info2 == info
+    # a tampered torrent is made again, not reused
+    size = path2.stat().st_size
+    os.truncate(path2, size - 1)
+    path3, info3 = torrent.write(world.store, again.root, "http://gw.test")
+    assert info3 == info and path3.stat().st_size == size
