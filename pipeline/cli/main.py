@@ -13,6 +13,20 @@ def _declare(args: argparse.Namespace) -> int:
     from pipeline.realise.declare import declare
     from pipeline.realise.index import SimpleIndex
 
+    if args.with_deps or args.with_test_deps:
+        from pipeline.realise.closure import declare_closure
+
+        report = declare_closure(args.specs, index=SimpleIndex(args.index_url),
+                                 with_test_deps=args.with_test_deps)
+        print(f"declare: {len(report.declared)} declared, {len(report.present)} already in the set, "
+              f"{len(report.failed)} not declarable")
+        for name, version in sorted(report.declared.items()):
+            print(f"  declared  {name} {version}")
+        for line in report.conflicts:
+            print(f"  conflict  {line}")
+        for name, why in sorted(report.failed.items()):
+            print(f"  not declared  {name}: {why}")
+        return 1 if report.failed or report.conflicts else 0
     for spec in args.specs:
         declare(spec, index=SimpleIndex(args.index_url))
     return 0
@@ -291,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         if name == "declare":
             p.add_argument("specs", nargs="+", metavar="NAME==VERSION")
             p.add_argument("--index-url", default=None)
+            p.add_argument("--with-deps", action="store_true",
+                           help="also declare every dependency, over every supported environment")
+            p.add_argument("--with-test-deps", action="store_true",
+                           help="--with-deps, plus what the [test] tables require")
         elif name == "build":
             p.add_argument("names", nargs="+")
         elif name == "serve":

@@ -1,0 +1,144 @@
+"""``declare NAME... --with-deps``: declare a closure over every supported environment.
+
+Breadth first from the names given: each project's base requirements (``Requires-Dist`` without an
+``extra``, PEP 508 markers evaluated in each supported environment its ``Requires-Python`` admits,
+``packaging.markers``) and, with ``with_test_deps``, its ``[test] requires``, are declared in turn,
+unless the set already has them. The release of each is chosen by
+:func:`pipeline.realise.choose.choose_release` within what the set's dependents require of it; when
+declaring a release fails (its build requirements do not resolve, its backend cannot be asked), the
+next older one is tried, and each fallback is one line. What cannot be declared is listed with its
+reason at the end; nothing is half-written (``declare`` writes a file only once it validates).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from pipeline.model.declaration import DECLARATIONS_DIR, Declaration, load, load_all, path_for
+from pipeline.model.environments import Environment, admits
+from pipeline.model.errors import WheelproofError
+from pipeline.realise.choose import choose_release
+from pipeline.realise.index import SimpleIndex
+from pipeline.store.local import Store
+
+__all__ = ["ATTEMPTS", "ClosureReport", "declare_closure", "requirements_of"]
+
+# Releases tried per project before it is listed as not declarable.
+ATTEMPTS = 3
+
+
+@dataclass
+class ClosureReport:
+    """What ``declare --with-deps`` did: declared, already in the set, and not declarable (with why)."""
+
+    declared: dict[str, str] = field(default_factory=dict)       # name -> version written
+    present: list[str] = field(default_factory=list)              # already in the set, left alone
+    failed: dict[str, str] = field(default_factory=dict)          # name -> reason
+    conflicts: list[str] = field(default_factory=list)            # a set member a dependent's specifier excludes
+
+
+def requirements_of(decl: Declaration, envs: Sequence[Environment], with_test_deps: bool = False) -> list[Requirement]:
+    """The requirements ``decl`` needs in at least one supported environment it is installed in (no extras)."""
+    texts: list[str] = list(decl.dependencies)
+    if with_test_deps and decl.test is not None:
+        texts += list(decl.test.requires)
+    admitted = [e for e in envs if admits(decl.requires_python, e)]
+    out = []
+    for text in texts:
+        r = Requirement(text)
+        if r.marker is None or any(_holds(r.marker, e) for e in admitted):
+            out.append(r)
+    return out
+
+
+def _holds(marker: Marker, env: Environment) -> bool:
+    return marker.evaluate({**env.markers, "extra": ""})
+
+
+def declare_closure(names: Iterable[str], *, index: SimpleIndex, store: Store | None = None,
+                    root: Path = DECLARATIONS_DIR, with_test_deps: bool = False,
+                    log: Callable[[str], None] = print) -> ClosureReport:
+    """Declare ``names`` (each ``NAME`` or ``NAME==VERSION``) and every project their closure needs."""
+    from pipeline.realise.declare import declare, supported_environments
+
+    envs = supported_environments(root)
+    store = store or Store()
+    have = load_all(root)
+    report = ClosureReport()
+    wanted: dict[str, SpecifierSet] = {}
+    explicit: dict[str, str] = {}
+    queue: deque[str] = deque()
+    for spec in names:
+        r = Requirement(spec)
+        n = str(canonicalize_name(r.name))
+        explicit[n] = spec
+        wanted[n] = r.specifier
+        queue.append(n)
+    seen: set[str] = set()
+    while queue:
+        n = queue.popleft()
+        if n in seen:
+            continue
+        seen.add(n)
+        step = f"[{len(seen)}/{len(seen) + len(set(queue) - seen)}]"
+        if n in have and n not in explicit:
+            report.present.append(n)
+            decl = have[n]
+            if wanted.get(n) and not wanted[n].contains(decl.version, prereleases=True):
+                report.conflicts.append(f"{n}: the set has {decl.version}, a dependent requires {n}{wanted[n]}")
+        else:
+            log(f"{step} {n}: resolving" + (f" (required {wanted[n]})" if wanted.get(n) else ""))
+            made = _declare_one(n, explicit.get(n), wanted.get(n), declare, envs, index, store, root,
+                                set(seen) | set(queue) | set(have), report, log)
+            if made is None:
+                continue
+            decl = made
+        for r in requirements_of(decl, envs, with_test_deps):
+            dep = canonicalize_name(r.name)
+            if r.specifier:
+                wanted[dep] = SpecifierSet(str(wanted.get(dep, SpecifierSet())) + "," + str(r.specifier)
+                                           if wanted.get(dep) else str(r.specifier))
+            if dep not in seen:
+                queue.append(dep)
+    return report
+
+
+def _declare_one(n: str, spec: str | None, want: SpecifierSet | None, declare: Callable[..., Path],
+                 envs: Sequence[Environment], index: SimpleIndex, store: Store, root: Path,
+                 will_declare: set[str], report: ClosureReport, log: Callable[[str], None]) -> Declaration | None:
+    pinned = spec is not None and "==" in spec
+    skip: list[str] = []
+    last = ""
+    for _attempt in range(1 if pinned else ATTEMPTS):
+        target: str | None = None
+        try:
+            if pinned:
+                target = spec or n
+            else:
+                release, notes = choose_release(index, n, envs, skip, want or None)
+                for note in notes:
+                    log(note)
+                target = f"{n}=={release.version}"
+            declare(target, index=index, store=store, root=root, log=log, will_declare=will_declare)
+        except WheelproofError as e:
+            last = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if pinned or target is None:
+                break  # a pinned version, or no release left to choose
+            version = target.split("==", 1)[1]
+            log(f"{n} {version}: cannot declare ({last[:300]}); trying an older release")
+            skip.append(version)
+            continue
+        decl = load(path_for(n, root), root)
+        report.declared[n] = decl.version
+        return decl
+    report.failed[n] = last or "no release could be declared"
+    log(f"{n}: not declared: {report.failed[n]}")
+    return None
