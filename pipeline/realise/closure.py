@@ -12,6 +12,7 @@ reason at the end; nothing is half-written (``declare`` writes a file only once 
 
 from __future__ import annotations
 
+import fnmatch
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +30,22 @@ from pipeline.realise.choose import choose_release
 from pipeline.realise.index import SimpleIndex
 from pipeline.store.local import Store
 
-__all__ = ["ATTEMPTS", "ClosureReport", "declare_closure", "requirements_of"]
+__all__ = ["ATTEMPTS", "LEFT_OUT", "ClosureReport", "declare_closure", "left_out_reason", "prune",
+           "requirements_of"]
 
 # Releases tried per project before it is listed as not declarable.
 ATTEMPTS = 3
+# Projects never declared by a closure walk: their wheels (CUDA builds of torch, 0.5-3 GB each) would blow
+# the storage budget of the set on their own. fnmatch patterns over PEP 503 names.
+LEFT_OUT = {
+    "torch": "torch: its CUDA wheels (and the nvidia-* wheels they pull) blow the storage budget",
+    "torchvision": "requires torch (storage budget)",
+    "torchaudio": "requires torch (storage budget)",
+    "triton": "a CUDA compiler toolchain pulled by torch (storage budget)",
+    "nvidia-*": "CUDA runtime wheels (storage budget)",
+    "tensorflow*": "TensorFlow wheels (storage budget)",
+    "jaxlib": "XLA/CUDA wheels (storage budget)",
+}
 
 
 @dataclass
@@ -57,6 +70,37 @@ def requirements_of(decl: Declaration, envs: Sequence[Environment], with_test_de
         if r.marker is None or any(_holds(r.marker, e) for e in admitted):
             out.append(r)
     return out
+
+
+def left_out_reason(name: str) -> str | None:
+    """Why a project is never declared by a closure walk (``LEFT_OUT``), if it is not."""
+    for pattern, why in LEFT_OUT.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return f"left out: {why}"
+    return None
+
+
+def prune(report: ClosureReport, root: Path, envs: Sequence[Environment], with_test_deps: bool,
+          new: set[str], log: Callable[[str], None]) -> None:
+    """Remove what this walk declared whose closure cannot be met (a requirement not declarable), so the
+    set stays closed; each removal is listed with the requirement that was missing."""
+    while True:
+        have = load_all(root)
+        removed = False
+        for n in sorted(set(report.declared) & new):
+            decl = have.get(n)
+            if decl is None:
+                continue
+            gone = sorted({canonicalize_name(r.name) for r in requirements_of(decl, envs, with_test_deps)}
+                          - set(have))
+            if gone:
+                decl.path.unlink()
+                del report.declared[n]
+                report.failed[n] = f"requires {', '.join(gone)}, which could not be declared"
+                log(f"{n}: removed again: {report.failed[n]}")
+                removed = True
+        if not removed:
+            return
 
 
 def _holds(marker: Marker, env: Environment) -> bool:
@@ -89,6 +133,10 @@ def declare_closure(names: Iterable[str], *, index: SimpleIndex, store: Store | 
             continue
         seen.add(n)
         step = f"[{len(seen)}/{len(seen) + len(set(queue) - seen)}]"
+        if (why := left_out_reason(n)) is not None and n not in have:
+            report.failed[n] = why
+            log(f"{step} {n}: {why}")
+            continue
         if n in have and n not in explicit:
             report.present.append(n)
             decl = have[n]
@@ -108,6 +156,7 @@ def declare_closure(names: Iterable[str], *, index: SimpleIndex, store: Store | 
                                            if wanted.get(dep) else str(r.specifier))
             if dep not in seen:
                 queue.append(dep)
+    prune(report, root, envs, with_test_deps, set(report.declared) - set(have), log)
     return report
 
 
@@ -128,8 +177,9 @@ def _declare_one(n: str, spec: str | None, want: SpecifierSet | None, declare: C
                     log(note)
                 target = f"{n}=={release.version}"
             declare(target, index=index, store=store, root=root, log=log, will_declare=will_declare)
-        except WheelproofError as e:
-            last = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except Exception as e:  # one project's failure (its index page, its sdist) never stops the walk
+            last = f"{'' if isinstance(e, WheelproofError) else type(e).__name__ + ': '}{e}".strip()
+            last = last.splitlines()[0] if last else type(e).__name__
             if pinned or target is None:
                 break  # a pinned version, or no release left to choose
             version = target.split("==", 1)[1]

@@ -65,6 +65,7 @@ from pipeline.model.extras import (
     propose,
 )
 from pipeline.model.filenames import sdist_problem, wheel_problem
+from pipeline.model.limits import DEFAULT_LIMITS
 from pipeline.model.urlpolicy import url_problem
 from pipeline.realise.backends import sandbox_cannot_run
 from pipeline.realise.choose import Release, candidates, choose_release
@@ -341,8 +342,13 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
     facts = wheel_facts(store.verified_path(upstream.sha256))
     build_system = sdist_build_system(store.verified_path(sdist.sha256))
     requires = list(build_system.get("requires", []))
-    for warning in sandbox_cannot_run(build_system["build-backend"], requires):
+    warnings = sandbox_cannot_run(build_system["build-backend"], requires)
+    for warning in warnings:
         log(f"warning: {name} {version}: {warning}")
+    no_rebuild = existing.no_rebuild if existing else None
+    if warnings and no_rebuild is None:
+        no_rebuild = "; ".join(w.split(": the rebuild will fail")[0] for w in warnings)
+        log(f"{name} {version}: writing rebuild = false (upstream's bytes published as such); review the reason")
     before = next((w.upload_time for w in wheel_files if w.filename == upstream.filename), None)
     constraints = generator_pin(facts.generator, requires)
     choices = choose_extras(name, version, facts, root, existing, will_declare, log)
@@ -355,17 +361,22 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         resolved = resolve(requires, index, before)
     extra_inputs = existing.build.extra_inputs if existing else ()
     environment = existing.build.environment if existing else ()
+    settings = existing.build.config_settings if existing else ()
     for _round in range(3):
         build = BuildSpec(build_system["build-backend"], tuple(build_system.get("backend-path", [])),
                           tuple(requires), facts.generator, facts.source_date_epoch,
-                          tuple(r.artifact for r in resolved), extra_inputs, environment)
+                          tuple(r.artifact for r in resolved), extra_inputs, environment,
+                          existing.build.limits if existing else DEFAULT_LIMITS, settings)
         decl = replace(provisional, requires_python=facts.requires_python,
                        extras=tuple(c.name for c in choices if c.offered),
-                       dependencies=tuple(facts.dependencies), build=build)
+                       dependencies=tuple(facts.dependencies), build=build, no_rebuild=no_rebuild)
         for a in build.all_inputs + toolchain():
             fetch(store, a, what=what, log=log)
         build = replace(build, inputs=tuple(_sized(store, a) for a in build.inputs))
         decl = replace(decl, build=build)
+        if no_rebuild is not None:
+            break  # the backend cannot run here, so it is not asked for dynamic requirements
+        log(f"{name} {version}: asking the backend for its dynamic build requirements (in the sandbox)")
         with tempfile.TemporaryDirectory(dir=store.tmp, prefix="declare-") as tmp:
             run = run_builder(store, decl, PRIMARY, Path(tmp) / "requires", phase="requires", timeout=600)
         if run.status != 0:
@@ -461,6 +472,13 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
         build["source-date-epoch"].comment(f"newest timestamp in the upstream wheel; inputs as of {resolved_before}")
     build["inputs"] = _aot(b.inputs)
     doc["build"] = build
+    if decl.no_rebuild is not None:
+        doc["rebuild"] = False
+        doc["rebuild-reason"] = decl.no_rebuild
+    else:
+        for key in ("rebuild", "rebuild-reason"):
+            if key in doc:
+                del doc[key]
     if decl.unsupported:
         aot = tomlkit.aot()
         for u in decl.unsupported:
