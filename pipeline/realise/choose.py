@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
 from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag, sys_tags
@@ -44,9 +45,14 @@ def _preference(filename: str, envs: Sequence[Environment]) -> int:
     tags = parse_wheel_filename(filename)[3]
     total = 0
     for e in envs:
-        ranks = [i for i, t in enumerate(e.tags) if t in tags]
-        total += min(ranks) if ranks else 0
+        rank = _rank(e)
+        total += min((rank[t] for t in tags if t in rank), default=0)
     return total
+
+
+@cache
+def _rank(env: Environment) -> dict[Tag, int]:
+    return {t: i for i, t in enumerate(env.tags)}
 
 
 @dataclass(frozen=True)
