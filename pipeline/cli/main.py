@@ -32,6 +32,22 @@ def _declare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log(args: argparse.Namespace) -> int:
+    from packaging.utils import canonicalize_name
+
+    from pipeline.cli import tasks
+    from pipeline.realise.logs import view
+
+    decls = tasks.declarations()
+    name = canonicalize_name(args.name)
+    if name not in decls:
+        raise WheelproofError(f"no declaration named {args.name!r} under {tasks.DECLARATIONS_DIR}")
+    shown = view(tasks.store(), decls[name], decls, test=args.test, diff=args.diff)
+    print(f"== {shown.title} ==")
+    print(shown.text, end="" if shown.text.endswith("\n") else "\n")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from pipeline.cli import tasks
 
@@ -294,6 +310,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "verify-env": (_verify_env, "check every importable file of an environment against a snapshot's wheels"),
     "install": (_install, "install names and their closure from a snapshot, sandboxed and verified"),
     "proxy": (_proxy, "serve pip/uv locally from an untrusted gateway, verifying every block of a release"),
+    "log": (_log, "print the build log (--test: the test log; --diff: the comparison) of NAME's current derivation"),
 }
 
 
@@ -311,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
                            help="--with-deps, plus what the [test] tables require")
         elif name == "build":
             p.add_argument("names", nargs="+")
+        elif name == "log":
+            p.add_argument("name")
+            p.add_argument("--test", action="store_true", help="the test run's log")
+            p.add_argument("--diff", action="store_true", help="the comparison with upstream, with its diff")
         elif name == "serve":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8080)

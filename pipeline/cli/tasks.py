@@ -85,6 +85,7 @@ def realise(key: str) -> bool:
     from pipeline.model.records import BuildRecord
     from pipeline.realise import testing
     from pipeline.realise.executor import LocalExecutor
+    from pipeline.realise.logs import pointer, printable
     from pipeline.realise.rebuild import verdict_line
 
     node = graph()[key]
@@ -101,9 +102,14 @@ def realise(key: str) -> bool:
     if isinstance(record, BuildRecord):
         print(f"{position} build:{verdict_line(record)}", flush=True)
         if not record.succeeded:
-            print(record.log_tail or "", file=sys.stderr)
+            print(printable(record.log_tail or ""), file=sys.stderr)
+            print(pointer(node.name), file=sys.stderr)
+        elif record.verdict == "differs":
+            print(f"  {pointer(node.name)} --diff", flush=True)
     else:
         print(f"{position} test:{testing.summary_line(record)}", flush=True)
+        if not record.succeeded:
+            print(pointer(node.name, test=True), file=sys.stderr)
     return record.succeeded
 
 
