@@ -48,6 +48,21 @@ def _log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _update(args: argparse.Namespace) -> int:
+    from pipeline.policy.update import update
+    from pipeline.realise.index import SimpleIndex
+
+    report = update(args.names, index=SimpleIndex(args.index_url), min_age=args.min_age)
+    print(f"update: {len(report.updated)} updated, {len(report.current)} current, {len(report.refused)} refused")
+    for c in report.updated:
+        print(f"  updated  {c.name} {c.old} -> {c.new}")
+        for line in c.lines:
+            print(f"           {line}")
+    for name, why in sorted(report.refused.items()):
+        print(f"  refused  {name}: {why}")
+    return 1 if report.refused else 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from pipeline.cli import tasks
 
@@ -310,6 +325,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "verify-env": (_verify_env, "check every importable file of an environment against a snapshot's wheels"),
     "install": (_install, "install names and their closure from a snapshot, sandboxed and verified"),
     "proxy": (_proxy, "serve pip/uv locally from an untrusted gateway, verifying every block of a release"),
+    "update": (_update, "re-declare NAME... (default: all) at newer releases older than --min-age days, "
+                        "refused if check then fails"),
     "log": (_log, "print the build log (--test: the test log; --diff: the comparison) of NAME's current derivation"),
 }
 
@@ -328,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
                            help="--with-deps, plus what the [test] tables require")
         elif name == "build":
             p.add_argument("names", nargs="+")
+        elif name == "update":
+            p.add_argument("names", nargs="*", metavar="NAME")
+            p.add_argument("--min-age", type=float, default=0, metavar="DAYS",
+                           help="only releases uploaded at least DAYS ago (PEP 700 upload-time)")
+            p.add_argument("--index-url", default=None)
         elif name == "log":
             p.add_argument("name")
             p.add_argument("--test", action="store_true", help="the test run's log")

@@ -203,7 +203,8 @@ def wheel_facts(decl: Declaration, wheel: Artifact) -> WheelFacts:
     from pipeline.realise.fetch import fetch
     from pipeline.wheel.facts import facts_for
 
-    fetch(store(), wheel, what=f"{decl.path} (wheels)")
+    fetch(store(), wheel, what=f"{decl.path} (wheels)",
+          log=lambda m: print(f"check: {m}", file=sys.stderr, flush=True))  # each download is shown
     return facts_for(store(), wheel.sha256, wheel.filename)
 
 

@@ -429,6 +429,13 @@ def extras_array(choices: Sequence[ExtraChoice]) -> Any:
     return arr
 
 
+_HEADER = re.compile(r"\A# [^\n]*: written by `python -m pipeline declare`[^\n]*")
+
+
+def _header(decl: Declaration) -> str:
+    return f"# {decl.name} {decl.version}: written by `python -m pipeline declare`; review before committing."
+
+
 def write(decl: Declaration, existing_path: Path | None = None, resolved_before: str | None = None,
           extras: Sequence[ExtraChoice] | None = None) -> None:
     """Write ``decl`` as TOML, editing an existing file in place so comments and order survive.
@@ -441,8 +448,7 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
         doc = tomlkit.parse(existing_path.read_text())
     else:
         doc = tomlkit.document()
-        doc.add(tomlkit.comment(f"{decl.name} {decl.version}: written by `python -m pipeline declare`; "
-                                "review before committing."))
+        doc.add(tomlkit.comment(_header(decl)[2:]))
     doc["schema"] = SCHEMA
     doc["name"] = decl.name
     doc["version"] = decl.version
@@ -464,9 +470,13 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
     build["backend"] = b.backend
     if b.backend_path:
         build["backend-path"] = _array(list(b.backend_path))
+    elif "backend-path" in build:
+        del build["backend-path"]  # stale: this release's pyproject.toml has none
     build["requires"] = _array(list(b.requires))
     if b.generator:
         build["generator"] = b.generator
+    elif "generator" in build:
+        del build["generator"]
     build["source-date-epoch"] = b.source_date_epoch
     if resolved_before:
         build["source-date-epoch"].comment(f"newest timestamp in the upstream wheel; inputs as of {resolved_before}")
@@ -489,7 +499,7 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
         doc["unsupported"] = aot
     elif "unsupported" in doc:
         del doc["unsupported"]
-    text = tomlkit.dumps(doc)
+    text = _HEADER.sub(_header(decl), tomlkit.dumps(doc), count=1)
     problems: list[Problem] = []
     if parse(decl.path, text, problems) is None or problems:
         raise DeclarationError(problems or [Problem(decl.path, None, "", "the generated text does not load")])
