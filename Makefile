@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_TOOLS := bwrap:bubblewrap minisign:minisign node:nodejs npm:npm
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system snapshot test lint benchmarks verdicts test-report
+.PHONY: setup system snapshot test lint benchmarks verdicts test-report set-report
 
 setup: system $(VENV)/.installed
 
@@ -46,3 +46,6 @@ verdicts: setup
 
 test-report: setup
 	$(PY) benchmarks/test_report.py
+
+set-report: setup
+	$(PY) benchmarks/set_report.py
