@@ -103,6 +103,15 @@ def prune(report: ClosureReport, root: Path, envs: Sequence[Environment], with_t
             return
 
 
+def _one_line(e: Exception) -> str:
+    """The error in one line: its first line, and its last when the first only introduces the detail."""
+    text = f"{'' if isinstance(e, WheelproofError) else type(e).__name__ + ': '}{e}".strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    return f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
 def _holds(marker: Marker, env: Environment) -> bool:
     return marker.evaluate({**env.markers, "extra": ""})
 
@@ -178,8 +187,7 @@ def _declare_one(n: str, spec: str | None, want: SpecifierSet | None, declare: C
                 target = f"{n}=={release.version}"
             declare(target, index=index, store=store, root=root, log=log, will_declare=will_declare)
         except Exception as e:  # one project's failure (its index page, its sdist) never stops the walk
-            last = f"{'' if isinstance(e, WheelproofError) else type(e).__name__ + ': '}{e}".strip()
-            last = last.splitlines()[0] if last else type(e).__name__
+            last = _one_line(e)
             if pinned or target is None:
                 break  # a pinned version, or no release left to choose
             version = target.split("==", 1)[1]
