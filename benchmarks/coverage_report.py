@@ -48,7 +48,8 @@ def main() -> None:
         "# Coverage of the most-installed projects",
         "",
         f"Written by `python benchmarks/coverage_report.py` from `top-pypi.tsv` (the {args.top} most-downloaded",
-        "projects) and the output of the `declare --with-deps` runs that grew the set.",
+        "projects) and the output of the `declare --with-deps` runs that grew the set. \"could not be declared\"",
+        "includes projects the walk had queued but not reached when it was stopped.",
         "",
         f"{len(top) - len(missing)} of the top {len(top)} projects are in the set ({len(decls)} projects in all); "
         f"{len(missing)} are not:",

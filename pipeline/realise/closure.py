@@ -23,15 +23,15 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from pipeline.model.declaration import DECLARATIONS_DIR, Declaration, load, load_all, path_for
+from pipeline.model.declaration import DECLARATIONS_DIR, Declaration, load, load_all, parse, path_for
 from pipeline.model.environments import Environment, admits
-from pipeline.model.errors import WheelproofError
+from pipeline.model.errors import DeclarationError, Problem, WheelproofError
 from pipeline.realise.choose import choose_release
 from pipeline.realise.index import SimpleIndex
 from pipeline.store.local import Store
 
 __all__ = ["ATTEMPTS", "LEFT_OUT", "ClosureReport", "declare_closure", "left_out_reason", "prune",
-           "requirements_of"]
+           "requirements_of", "settle_extras"]
 
 # Releases tried per project before it is listed as not declarable.
 ATTEMPTS = 3
@@ -82,8 +82,8 @@ def left_out_reason(name: str) -> str | None:
 
 def prune(report: ClosureReport, root: Path, envs: Sequence[Environment], with_test_deps: bool,
           new: set[str], log: Callable[[str], None]) -> None:
-    """Remove what this walk declared whose closure cannot be met (a requirement not declarable), so the
-    set stays closed; each removal is listed with the requirement that was missing."""
+    """Remove what this walk declared whose closure cannot be met (a requirement not declarable, or one the
+    set's single version of it does not satisfy), so the set stays closed; each removal is listed with why."""
     while True:
         have = load_all(root)
         removed = False
@@ -91,12 +91,17 @@ def prune(report: ClosureReport, root: Path, envs: Sequence[Environment], with_t
             decl = have.get(n)
             if decl is None:
                 continue
-            gone = sorted({canonicalize_name(r.name) for r in requirements_of(decl, envs, with_test_deps)}
-                          - set(have))
-            if gone:
+            reqs = requirements_of(decl, envs, with_test_deps)
+            gone = sorted({canonicalize_name(r.name) for r in reqs} - set(have))
+            clash = sorted({f"{r.name}{r.specifier} (the set has {have[c].version})" for r in reqs
+                            if (c := canonicalize_name(r.name)) in have
+                            and not r.specifier.contains(have[c].version, prereleases=True)})
+            if gone or clash:
                 decl.path.unlink()
                 del report.declared[n]
-                report.failed[n] = f"requires {', '.join(gone)}, which could not be declared"
+                report.failed[n] = "; ".join(
+                    ([f"requires {', '.join(gone)}, which could not be declared"] if gone else [])
+                    + ([f"requires {', '.join(clash)}: the set is singly versioned"] if clash else []))
                 log(f"{n}: removed again: {report.failed[n]}")
                 removed = True
         if not removed:
@@ -110,6 +115,51 @@ def _one_line(e: Exception) -> str:
     if not lines:
         return type(e).__name__
     return f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def settle_extras(root: Path, envs: Sequence[Environment], names: Sequence[str], log: Callable[[str], None]) -> None:
+    """Withdraw the extras offered (while the walk was under way, counting projects about to be declared)
+    whose closure the final set does not meet; each becomes a ``not offered`` comment with the reason."""
+    import tomlkit
+
+    from pipeline.model.extras import ExtraChoice, choice_comment, member_of, propose
+    from pipeline.store.local import atomic_write
+
+    changed = True
+    while changed:  # withdrawing one project's extra can unmeet another's
+        changed = False
+        decls = load_all(root)
+        members = {n: member_of(d, envs) for n, d in decls.items()}
+        for n in names:
+            d = decls.get(n)
+            if d is None or not d.extras:
+                continue
+            others = {k: v for k, v in members.items() if k != n}
+            proposal = propose(d.name, d.version, d.extras, d.dependencies, d.requires_python, others, envs)
+            withdrawn = [c for c in proposal if not c.offered]
+            if not withdrawn:
+                continue
+            doc = tomlkit.parse(d.path.read_text(encoding="utf-8"))
+            arr = doc["extras"]
+            old = arr.as_string()
+            new = tomlkit.array()
+            for c in proposal:
+                if c.offered:
+                    new.add_line(c.name)
+            for line in old.splitlines():
+                if line.strip().startswith("#"):
+                    new.add_line(comment=line.strip()[1:].strip())
+            for c in withdrawn:
+                new.add_line(comment=choice_comment(ExtraChoice(c.name, False, c.reason)))
+                log(f"{n} {d.version}: extra {c.name!r} no longer offered: {c.reason}")
+            new.add_line(indent="")
+            doc["extras"] = new
+            text = tomlkit.dumps(doc)
+            problems: list[Problem] = []
+            if parse(d.path, text, problems, root) is None or problems:
+                raise DeclarationError(problems or [Problem(d.path, None, "extras", "the edited text does not load")])
+            atomic_write(d.path, text.encode())
+            changed = True
 
 
 def _holds(marker: Marker, env: Environment) -> bool:
@@ -166,6 +216,7 @@ def declare_closure(names: Iterable[str], *, index: SimpleIndex, store: Store | 
             if dep not in seen:
                 queue.append(dep)
     prune(report, root, envs, with_test_deps, set(report.declared) - set(have), log)
+    settle_extras(root, envs, sorted(report.declared), log)
     return report
 
 
