@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_TOOLS := bwrap:bubblewrap minisign:minisign node:nodejs npm:npm nginx:nginx-light wrk:wrk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system snapshot test lint benchmarks verdicts test-report
+.PHONY: setup system snapshot test lint benchmarks verdicts test-report set-report
 
 setup: system $(VENV)/.installed
 
@@ -48,3 +48,6 @@ verdicts: setup
 
 test-report: setup
 	$(PY) benchmarks/test_report.py
+
+set-report: setup
+	$(PY) benchmarks/set_report.py

@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--srcdir", help="requires/wheel: the unpacked source tree")
     ap.add_argument("--out", default="/out")
     ap.add_argument("--umask", type=lambda s: int(s, 8), default=0o022)
+    ap.add_argument("--config-settings", type=json.loads, default=None,
+                    help="requires/wheel: PEP 517 config_settings, as a JSON object")
     ap.add_argument("--max-extract", type=int, default=MAX_EXTRACT, help="prepare: bytes the sdist may unpack to")
     ap.add_argument("--max-ratio", type=int, default=MAX_RATIO, help="prepare: unpacked/archive size ratio")
     args = ap.parse_args(argv)
@@ -194,13 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         result["backend_path"] = declared.get("backend-path", [])
         result["missing_static"] = env.missing(set(builder.build_system_requires))
         if args.phase == "requires":
-            dynamic = set(builder.get_requires_for_build("wheel"))
+            dynamic = set(builder.get_requires_for_build("wheel", args.config_settings))
             result["dynamic"] = sorted(dynamic)
             result["missing_dynamic"] = env.missing(dynamic)
         else:
             if result["missing_static"]:
                 print(f"wheelproof: build inputs do not satisfy {result['missing_static']}", flush=True)
-            wheel = builder.build("wheel", out)
+            wheel = builder.build("wheel", out, config_settings=args.config_settings)
             result["wheel"] = Path(wheel).name
     result["seconds"] = round(time.monotonic() - started, 3)
     (out / f"{args.phase}.json").write_text(json.dumps(result, indent=1))

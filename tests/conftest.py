@@ -195,9 +195,11 @@ def world(tmp_path: Path, file_server: str, monkeypatch: pytest.MonkeyPatch) -> 
     return w
 
 
-def build_record(drv_id: str, verdict: str = "identical", name: str = "tiny") -> BuildRecord:
-    """A well-formed build record for ``drv_id`` (for tests that need records without building)."""
-    wheel = ArtifactRef(f"{name}-1.0-py3-none-any.whl", "1" * 64)
+def build_record(drv_id: str, verdict: str = "identical", name: str = "tiny",
+                 upstream: str | None = None) -> BuildRecord:
+    """A well-formed build record for ``drv_id`` (for tests that need records without building);
+    ``upstream``: the filename of the wheel the rebuild was compared with."""
+    wheel = ArtifactRef(upstream or f"{name.replace('-', '_')}-1.0-py3-none-any.whl", "1" * 64)
     return BuildRecord(
         derivation_id=drv_id, derivation={"name": name}, declaration=f"{name[:2]}/{name}.toml", name=name,
         version="1.0", started="2026-01-01T00:00:00Z", sandbox="bubblewrap", inputs={f"{name}-1.0.tar.gz": "2" * 64},

@@ -40,7 +40,8 @@ def tiny_snapshot(world, verdicts: dict[str, str] | None = None, **extra_files: 
         for w in d.wheels:
             fetch(store, w, what=str(d.path))
     verdicts = verdicts or {}
-    records = {n: build_record("d" * 64, verdicts.get(n, "identical"), n) for n in decls}
+    records = {n: build_record("d" * 64, verdicts.get(n, "identical"), n, d.wheels[0].filename)
+               for n, d in decls.items()}
     snap, published = publish(store, decls, records,
                               lambda d, w: facts_for(store, w.sha256, w.filename).metadata or b"",
                               log=lambda m: None)
@@ -79,7 +80,8 @@ def test_snapshot_tree_is_deterministic_and_complete(world):
     for d in decls.values():
         for w in d.wheels:
             fetch(other, w, what="x")
-    snap2, _ = publish(other, decls, {n: build_record("d" * 64, "identical", n) for n in decls},
+    snap2, _ = publish(other, decls, {n: build_record("d" * 64, "identical", n, d.wheels[0].filename)
+                                      for n, d in decls.items()},
                        lambda d, w: facts_for(other, w.sha256, w.filename).metadata or b"", log=lambda m: None)
     assert snap2.root == snap.root and snap2.car_sha256 == snap.car_sha256
     assert again is not None
@@ -134,7 +136,7 @@ def test_pep_503_691_658_pages(world, gateway):
     _, body = get(gateway, f"/ipfs/{snap.root}/", {"Accept": "text/html"})
     status = body.decode()
     assert "<th>extras offered</th>" in status
-    assert re.search(r'<a href="simple/tiny-lib/">tiny-lib</a>.*<td>fast</td></tr>', status)
+    assert re.search(r'<a href="simple/tiny-lib/">tiny-lib</a>.*<td>fast</td><td>&ndash;</td></tr>', status)
     response, body = get(gateway, base + f"tiny-lib/{wheel.filename}.metadata")
     assert body == meta
     response, body = get(gateway, base, {"Accept": PIP_ACCEPT})

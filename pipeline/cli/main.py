@@ -14,9 +14,54 @@ def _declare(args: argparse.Namespace) -> int:
     from pipeline.realise.declare import declare
     from pipeline.realise.index import SimpleIndex
 
+    if args.with_deps or args.with_test_deps:
+        from pipeline.realise.closure import declare_closure
+
+        report = declare_closure(args.specs, index=SimpleIndex(args.index_url),
+                                 with_test_deps=args.with_test_deps)
+        print(f"declare: {len(report.declared)} declared, {len(report.present)} already in the set, "
+              f"{len(report.failed)} not declarable")
+        for name, version in sorted(report.declared.items()):
+            print(f"  declared  {name} {version}")
+        for line in report.conflicts:
+            print(f"  conflict  {line}")
+        for name, why in sorted(report.failed.items()):
+            print(f"  not declared  {name}: {why}")
+        return 1 if report.failed or report.conflicts else 0
     for spec in args.specs:
         declare(spec, index=SimpleIndex(args.index_url))
     return 0
+
+
+def _log(args: argparse.Namespace) -> int:
+    from packaging.utils import canonicalize_name
+
+    from pipeline.cli import tasks
+    from pipeline.realise.logs import view
+
+    decls = tasks.declarations()
+    name = canonicalize_name(args.name)
+    if name not in decls:
+        raise WheelproofError(f"no declaration named {args.name!r} under {tasks.DECLARATIONS_DIR}")
+    shown = view(tasks.store(), decls[name], decls, test=args.test, diff=args.diff)
+    print(f"== {shown.title} ==")
+    print(shown.text, end="" if shown.text.endswith("\n") else "\n")
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    from pipeline.policy.update import update
+    from pipeline.realise.index import SimpleIndex
+
+    report = update(args.names, index=SimpleIndex(args.index_url), min_age=args.min_age)
+    print(f"update: {len(report.updated)} updated, {len(report.current)} current, {len(report.refused)} refused")
+    for c in report.updated:
+        print(f"  updated  {c.name} {c.old} -> {c.new}")
+        for line in c.lines:
+            print(f"           {line}")
+    for name, why in sorted(report.refused.items()):
+        print(f"  refused  {name}: {why}")
+    return 1 if report.refused else 0
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -295,6 +340,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "proxy": (_proxy, "serve pip/uv locally from an untrusted gateway, verifying every block of a release"),
     **attest.COMMANDS,
     "worker": (_worker, "run a build farm worker (Dask) for the scheduler at tcp://HOST:PORT"),
+    "update": (_update, "re-declare NAME... (default: all) at newer releases older than --min-age days, "
+                        "refused if check then fails"),
+    "log": (_log, "print the build log (--test: the test log; --diff: the comparison) of NAME's current derivation"),
 }
 
 
@@ -306,8 +354,21 @@ def main(argv: list[str] | None = None) -> int:
         if name == "declare":
             p.add_argument("specs", nargs="+", metavar="NAME==VERSION")
             p.add_argument("--index-url", default=None)
+            p.add_argument("--with-deps", action="store_true",
+                           help="also declare every dependency, over every supported environment")
+            p.add_argument("--with-test-deps", action="store_true",
+                           help="--with-deps, plus what the [test] tables require")
         elif name == "build":
             p.add_argument("names", nargs="+")
+        elif name == "update":
+            p.add_argument("names", nargs="*", metavar="NAME")
+            p.add_argument("--min-age", type=float, default=0, metavar="DAYS",
+                           help="only releases uploaded at least DAYS ago (PEP 700 upload-time)")
+            p.add_argument("--index-url", default=None)
+        elif name == "log":
+            p.add_argument("name")
+            p.add_argument("--test", action="store_true", help="the test run's log")
+            p.add_argument("--diff", action="store_true", help="the comparison with upstream, with its diff")
         elif name == "serve":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8080)

@@ -86,6 +86,7 @@ def realise(key: str) -> bool:
     """Run one build or test node and print its progress and verdict; False fails the doit task."""
     from pipeline.model.records import BuildRecord
     from pipeline.realise import testing
+    from pipeline.realise.logs import pointer, printable
     from pipeline.realise.rebuild import verdict_line
 
     node = graph()[key]
@@ -102,9 +103,14 @@ def realise(key: str) -> bool:
     if isinstance(record, BuildRecord):
         print(f"{position} build:{verdict_line(record)}", flush=True)
         if not record.succeeded:
-            print(record.log_tail or "", file=sys.stderr)
+            print(printable(record.log_tail or ""), file=sys.stderr)
+            print(pointer(node.name), file=sys.stderr)
+        elif record.verdict == "differs":
+            print(f"  {pointer(node.name)} --diff", flush=True)
     else:
         print(f"{position} test:{testing.summary_line(record)}", flush=True)
+        if not record.succeeded:
+            print(pointer(node.name, test=True), file=sys.stderr)
     return record.succeeded
 
 
@@ -223,7 +229,8 @@ def wheel_facts(decl: Declaration, wheel: Artifact) -> WheelFacts:
     from pipeline.realise.fetch import fetch
     from pipeline.wheel.facts import facts_for
 
-    fetch(store(), wheel, what=f"{decl.path} (wheels)")
+    fetch(store(), wheel, what=f"{decl.path} (wheels)",
+          log=lambda m: print(f"check: {m}", file=sys.stderr, flush=True))  # each download is shown
     return facts_for(store(), wheel.sha256, wheel.filename)
 
 

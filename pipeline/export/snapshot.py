@@ -13,7 +13,13 @@ Tree (deterministic: the same declarations and wheels give the same bytes and ro
 Publishing policy (which bytes go out): the upstream wheel's bytes, when the rebuild is
 ``identical`` (the same bytes) or ``equivalent`` (same members and contents, only zip metadata
 differs); for ``differs`` only if the declaration says ``accept-differs = "reason"``; never for a
-failed or missing build.
+failed or missing build. ``rebuild = false`` (with a reason) publishes upstream's bytes unrebuilt.
+
+Verdicts are per wheel: only the wheel the rebuild was compared with carries the rebuild's verdict;
+every other wheel of the project is ``not-rebuilt``, with the reason (another platform; ``rebuild =
+false`` and its reason), and an accepted ``differs`` carries its ``accept-differs`` reason. Status page,
+``wheelproof.json`` (``verdict``, ``reason``) and each file of the PEP 691 project JSON
+(``_wheelproof:verdict``, a PEP 700 private key) all say so.
 
 Each project's offered extras (its declaration's ``extras``: those whose closure the set satisfies,
 see pipeline/model/extras.py) are listed on the status page, in ``wheelproof.json`` and in the PEP 691
@@ -86,6 +92,20 @@ class PublishedAttestation:
         return {"project": self.project, "derivation_id": self.derivation_id, "builder_key": self.key_id,
                 "sha256": self.sha256, "rebuilt_sha256": self.rebuilt_sha256, "verdict": self.verdict,
                 "path": f"attestations/{self.project}/{self.filename}"}
+VERDICT_KEY = "_wheelproof:verdict"  # per file in the PEP 691 project JSON: {"verdict", "reason"}
+
+
+def wheel_verdict(d: Declaration, record: BuildRecord, wheel: Artifact) -> tuple[str, str | None]:
+    """The verdict one published wheel carries, and why: only the wheel the rebuild was compared with
+    carries the rebuild's verdict; every other wheel is ``not-rebuilt`` with the reason."""
+    if d.no_rebuild is not None:
+        return "not-rebuilt", f"upstream's bytes, not rebuilt here (rebuild = false): {d.no_rebuild}"
+    if wheel.filename != record.upstream.filename:
+        return "not-rebuilt", (f"upstream's bytes for another platform; the rebuild here, compared with "
+                               f"{record.upstream.filename}, was {record.verdict}")
+    if record.verdict == "differs":
+        return "differs", f"published although it differs (accept-differs): {d.accept_differs}"
+    return record.verdict, None
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,7 @@ class PublishedWheel:
     derivation_id: str
     content_id_v0: str  # kubo's default import of the wheel: the IPWHL-style content-id
     extras: tuple[str, ...] = ()  # the extras the set offers for this project (PEP 685 names)
+    reason: str | None = None     # why this wheel's verdict (not-rebuilt; an accepted difference)
 
 
 class SnapshotRefused(Exception):
@@ -123,15 +144,19 @@ def select(decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
         if verdict == "failed":
             refused.append(f"{d.path}: the build failed")
             continue
-        if verdict not in PUBLISHABLE and not d.accept_differs:
+        if verdict == "not-rebuilt" and d.no_rebuild is None:
+            refused.append(f"{d.path}: the record says not rebuilt, but the declaration does not say rebuild = false")
+            continue
+        if verdict not in PUBLISHABLE and verdict != "not-rebuilt" and not d.accept_differs:
             refused.append(f"{d.path}: the rebuild {verdict} from upstream and the declaration has no "
                            "accept-differs reason")
             continue
         for w in d.wheels:
             meta = metadata_for(d, w)
+            wv, why = wheel_verdict(d, record, w)
             out.append(PublishedWheel(
-                name, d.version, w, d.requires_python, hashlib.sha256(meta).hexdigest(), verdict,
-                record.derivation_id, content_id(w), tuple(sorted(d.extras))))
+                name, d.version, w, d.requires_python, hashlib.sha256(meta).hexdigest(), wv,
+                record.derivation_id, content_id(w), tuple(sorted(d.extras)), why))
     if refused:
         raise SnapshotRefused(refused)
     return out
@@ -167,6 +192,7 @@ def project_pages(project: str, wheels: list[PublishedWheel],
         }
         if w.requires_python:
             entry["requires-python"] = w.requires_python
+        entry[VERDICT_KEY] = {"verdict": w.verdict, **({"reason": w.reason} if w.reason else {})}
         files.append(entry)
     doc = {"meta": {"api-version": API_VERSION}, "name": project, "files": files,
            "versions": sorted({w.version for w in wheels}),
@@ -183,17 +209,18 @@ def status_page(published: list[PublishedWheel]) -> bytes:
     rows = [f"<tr><td><a href=\"simple/{w.project}/\">{w.project}</a></td><td>{html.escape(w.version)}</td>"
             f"<td class=\"{w.verdict}\">{w.verdict}</td><td><code>{w.wheel.filename}</code></td>"
             f"<td><code>{w.derivation_id[:12]}</code></td>"
-            f"<td>{html.escape(', '.join(w.extras)) or '&ndash;'}</td></tr>" for w in published]
+            f"<td>{html.escape(', '.join(w.extras)) or '&ndash;'}</td>"
+            f"<td>{html.escape(w.reason or '') or '&ndash;'}</td></tr>" for w in published]
     counts: dict[str, int] = {}
     for w in published:
         counts[w.verdict] = counts.get(w.verdict, 0) + 1
     summary = ", ".join(f"{v} {n}" for v, n in sorted(counts.items()))
     style = ("<style>body{font-family:sans-serif}td{padding:2px 8px}.identical{background:#c8f0c8}"
-             ".equivalent{background:#e8f4c0}.differs{background:#f8d8a8}</style>")
+             ".equivalent{background:#e8f4c0}.differs{background:#f8d8a8}.not-rebuilt{background:#e0e0e0}</style>")
     body = [style, f"<p>{len({w.project for w in published})} projects, {len(published)} wheels: {summary}. "
             "Install with <code>pip install --index-url &lt;gateway&gt;/ipfs/&lt;this CID&gt;/simple/ NAME</code>."
             "</p>", "<table>", "<tr><th>project</th><th>version</th><th>rebuild verdict</th><th>wheel</th>"
-            "<th>derivation</th><th>extras offered</th></tr>", *rows, "</table>"]
+            "<th>derivation</th><th>extras offered</th><th>why</th></tr>", *rows, "</table>"]
     return _page("Wheelproof snapshot", body)
 
 
@@ -222,7 +249,7 @@ def render(published: list[PublishedWheel], wheel_path: Callable[[Artifact], Pat
     manifest = {"schema": 1, "published": [
         {"project": w.project, "version": w.version, "filename": w.wheel.filename, "sha256": w.wheel.sha256,
          "verdict": w.verdict, "derivation_id": w.derivation_id, "content-id": w.content_id_v0,
-         "extras": list(w.extras)}
+         "extras": list(w.extras), **({"reason": w.reason} if w.reason else {})}
         for w in published]}
     tree: Tree = {"index.html": status_page(published), "simple": simple}
     if attestations:

@@ -82,6 +82,12 @@ class BuildSpec:
     extra_inputs: tuple[Artifact, ...] = ()
     environment: tuple[EnvOverride, ...] = ()
     limits: Limits = DEFAULT_LIMITS  # [build.limits]: raised with a reason (pipeline/model/limits.py)
+    # [build] config-settings: PEP 517 config_settings passed to the backend (a value is a str or a list of str)
+    config_settings: tuple[tuple[str, str | tuple[str, ...]], ...] = ()
+
+    def config_settings_json(self) -> dict[str, str | list[str]]:
+        """The PEP 517 ``config_settings`` dict, as the frontend passes it to the backend's hooks."""
+        return {k: v if isinstance(v, str) else list(v) for k, v in self.config_settings}
 
     @property
     def all_inputs(self) -> tuple[Artifact, ...]:
@@ -125,6 +131,12 @@ class Declaration:
     unsupported: tuple[Deselection, ...] = ()  # environment patterns left out on purpose, with reasons
     accept_differs: str | None = None  # why a rebuild that differs from upstream may still be published
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # `rebuild = false` with `rebuild-reason`: upstream's bytes are published as such, never rebuilt here
+    no_rebuild: str | None = None
+
+    @property
+    def rebuilds(self) -> bool:
+        return self.no_rebuild is None
 
     @property
     def canonical_name(self) -> str:
@@ -377,7 +389,7 @@ def _reasoned(r: _Reader, t: dict[str, Any], key: str, fpath: FieldPath) -> tupl
 def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
     fp: FieldPath = ("build",)
     r.check_keys(t, ["backend", "backend-path", "requires", "generator", "source-date-epoch", "inputs",
-                     "extra-inputs", "environment", "limits"], fp)
+                     "extra-inputs", "environment", "limits", "config-settings"], fp)
     backend = r.get(t, "backend", str, fp)
     backend_path = r.str_list(t, "backend-path", fp)
     for i, entry in enumerate(backend_path):
@@ -414,10 +426,11 @@ def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
     for n in sorted({n for n in names if names.count(n) > 1}):
         r.problem(fp + ("inputs",), f"more than one input wheel of project {n}")
     run_limits = parse_limits(t["limits"], r.problem, fp + ("limits",)) if "limits" in t else DEFAULT_LIMITS
+    config_settings = _config_settings(r, t, fp)
     if backend is None or sde is None:
         return None
     return BuildSpec(backend, tuple(backend_path), tuple(requires), generator, sde, tuple(inputs), tuple(extra),
-                     tuple(sorted(env, key=lambda e: e.name)), run_limits)
+                     tuple(sorted(env, key=lambda e: e.name)), run_limits, config_settings)
 
 
 def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:
@@ -474,7 +487,7 @@ def _test_environment(r: _Reader, t: dict[str, Any], fp: FieldPath) -> tuple[Env
 
 
 TOP_LEVEL = ["schema", "name", "version", "requires-python", "extras", "dependencies", "sdist", "wheels",
-             "build", "test", "unsupported", "accept-differs"]
+             "build", "test", "unsupported", "accept-differs", "rebuild", "rebuild-reason"]
 
 
 def parse(path: Path, text: str, problems: list[Problem], root: Path | None = None) -> Declaration | None:
@@ -538,11 +551,41 @@ def parse(path: Path, text: str, problems: list[Problem], root: Path | None = No
     test = _test(r, r.table(doc, "test", (), required=False)) if "test" in doc else None
     unsupported = _reasoned(r, doc, "unsupported", ())
     accept_differs = r.get(doc, "accept-differs", str, (), required=False)
+    no_rebuild = _no_rebuild(r, doc)
     if len(problems) > before or None in (name, version, sdist, build):
         return None
     assert name is not None and version is not None and sdist is not None and build is not None
     return Declaration(path, name, version, rp, tuple(extras), tuple(deps), sdist, tuple(wheels), build, test,
-                       unsupported, accept_differs, doc)
+                       unsupported, accept_differs, doc, no_rebuild)
+
+
+def _no_rebuild(r: _Reader, doc: dict[str, Any]) -> str | None:
+    """``rebuild = false`` needs ``rebuild-reason`` (a reviewed, non-empty reason); nothing else may say it."""
+    rebuild = r.get(doc, "rebuild", bool, (), required=False, default=True)
+    reason = r.get(doc, "rebuild-reason", str, (), required=False)
+    if rebuild is False:
+        if reason is None or not reason.strip():
+            r.problem(("rebuild",), "rebuild = false needs a non-empty rebuild-reason (why upstream's bytes are "
+                                    "published without a rebuild)")
+            return None
+        return reason.strip()
+    if reason is not None:
+        r.problem(("rebuild-reason",), "only meaningful with rebuild = false")
+    return None
+
+
+def _config_settings(r: _Reader, t: dict[str, Any], fp: FieldPath) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    """PEP 517 ``config_settings``: string keys, each a string or a list of strings."""
+    out: list[tuple[str, str | tuple[str, ...]]] = []
+    for key, value in r.table(t, "config-settings", fp, required=False).items():
+        p = fp + ("config-settings", key)
+        if isinstance(value, str):
+            out.append((key, value))
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out.append((key, tuple(value)))
+        else:
+            r.problem(p, f"expected a string or a list of strings (PEP 517 config_settings), got {value!r}")
+    return tuple(sorted(out))
 
 
 def load(path: Path, root: Path | None = None) -> Declaration:

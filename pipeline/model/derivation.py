@@ -114,4 +114,10 @@ class Derivation:
 
     @property
     def id(self) -> str:
-        return hashlib.sha256(canonical_json(self.description())).hexdigest()
+        return hashlib.sha256(canonical_json(self.with_config_settings(self.description()))).hexdigest()
+
+    def with_config_settings(self, description: dict[str, Any]) -> dict[str, Any]:
+        """The description plus PEP 517 ``config_settings`` when the declaration passes any (only then,
+        so the ids of derivations without them are unchanged)."""
+        settings = self.decl.build.config_settings_json()
+        return {**description, "config_settings": settings} if settings else description

@@ -35,7 +35,8 @@ __all__ = [
 BUILD_KIND = "builds"
 TEST_KIND = "tests"
 SNAPSHOT_KIND = "snapshots"
-VERDICTS = ("identical", "equivalent", "differs", "failed")
+VERDICTS = ("identical", "equivalent", "differs", "failed", "not-rebuilt")
+# not-rebuilt: the declaration says `rebuild = false` (with a reason); nothing was built, so no output
 OUTCOMES = ("passed", "failed", "known-failure", "error", "timeout")
 
 JSONObject = Mapping[str, Any]
@@ -131,7 +132,7 @@ class BuildRecord:
     def _validate(self, where: str) -> None:
         if self.verdict not in VERDICTS:
             raise RecordError(f"{where}: verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
-        if self.succeeded and self.output is None:
+        if self.succeeded and self.verdict != "not-rebuilt" and self.output is None:
             raise RecordError(f"{where}: a {self.verdict} record has no output wheel")
 
 

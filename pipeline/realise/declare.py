@@ -37,7 +37,7 @@ from typing import Any
 import tomlkit
 from packaging.metadata import parse_email
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_sdist_filename
 from packaging.version import Version
 
 from pipeline.model import environments
@@ -47,6 +47,7 @@ from pipeline.model.declaration import (
     Artifact,
     BuildSpec,
     Declaration,
+    Deselection,
     load,
     load_all,
     parse,
@@ -64,7 +65,10 @@ from pipeline.model.extras import (
     propose,
 )
 from pipeline.model.filenames import sdist_problem, wheel_problem
+from pipeline.model.limits import DEFAULT_LIMITS
 from pipeline.model.urlpolicy import url_problem
+from pipeline.realise.backends import sandbox_cannot_run
+from pipeline.realise.choose import Release, candidates, choose_release
 from pipeline.realise.fetch import fetch
 from pipeline.realise.index import IndexFile, SimpleIndex
 from pipeline.store.local import Store, atomic_write
@@ -83,6 +87,8 @@ GENERATOR_PROJECT = {
     "pdm-backend": "pdm-backend",
     "pdm-pep517": "pdm-pep517",
 }
+# The reason ``declare`` writes for an environment no upstream wheel serves (rewritten on each run).
+NO_WHEEL = "no upstream wheel of"
 # PEP 517's default for a source tree with no [build-system].
 LEGACY_BUILD_SYSTEM = {"requires": ["setuptools>=40.8.0"], "build-backend": "setuptools.build_meta:__legacy__"}
 
@@ -201,49 +207,24 @@ def resolve(requirements: list[str], index: SimpleIndex, before: str | None) -> 
     return sorted(out, key=lambda r: r.name)
 
 
-def _pick_release(index: SimpleIndex, name: str, version: str) -> tuple[IndexFile, list[IndexFile]]:
-    want = Version(version)
-    sdists, wheels = [], []
-    for f in index.files(name):
-        if f.yanked:
-            continue
-        try:
-            if f.filename.endswith(".whl"):
-                if parse_wheel_filename(f.filename)[1] == want:
-                    wheels.append(f)
-            elif parse_sdist_filename(f.filename)[1] == want:
-                sdists.append(f)
-        except ValueError:
-            continue
-    if not sdists:
+def _pick_release(index: SimpleIndex, name: str, version: str,
+                  envs: Sequence[environments.Environment]) -> Release:
+    """``name==version`` as the index lists it, with the wheels chosen for the supported environments."""
+    for c in candidates(index, name, envs):
+        if Version(c.release.version) == Version(version):
+            return c.release
+    if not any(not f.yanked and not f.filename.endswith(".whl") and _version_of(f.filename) == Version(version)
+               for f in index.files(name)):
         raise IndexError_(f"{name} {version} has no sdist on {index.base_url}")
-    if not wheels:
-        raise IndexError_(f"{name} {version} has no wheel on {index.base_url} to compare a rebuild with")
-    sdists.sort(key=lambda f: (not f.filename.endswith(".tar.gz"), f.filename))
-    pure = [w for w in wheels if all(t.abi == "none" and t.platform == "any"
-                                     for t in parse_wheel_filename(w.filename)[3])]
-    # A pure wheel is installable everywhere, so publishing compiled ones beside it would put two
-    # wheels of one project on one platform; and the plain sdist build is the pure one.
-    return sdists[0], sorted(pure[:1] or wheels, key=lambda f: f.filename)
+    raise IndexError_(f"{name} {version} has no wheel for a supported environment on {index.base_url} "
+                      "to compare a rebuild with")
 
 
-def latest_version(index: SimpleIndex, name: str) -> str:
-    """The newest final release that has both an sdist and a wheel."""
-    sdists, wheels = set(), set()
-    for f in index.files(name):
-        if f.yanked:
-            continue
-        try:
-            if f.filename.endswith(".whl"):
-                wheels.add(parse_wheel_filename(f.filename)[1])
-            else:
-                sdists.add(parse_sdist_filename(f.filename)[1])
-        except ValueError:
-            continue
-    both = [v for v in sdists & wheels if not v.is_prerelease and not v.is_devrelease]
-    if not both:
-        raise IndexError_(f"{name} has no final release with both an sdist and a wheel")
-    return str(max(both))
+def _version_of(filename: str) -> Version | None:
+    try:
+        return parse_sdist_filename(filename)[1]
+    except ValueError:
+        return None
 
 
 def _checked(a: Artifact, kind: str) -> Artifact:
@@ -300,12 +281,19 @@ def choose_extras(name: str, version: str, facts: WheelFacts, root: Path, existi
     return choices
 
 
+def supported_environments(root: Path) -> tuple[environments.Environment, ...]:
+    """The supported environments of the declarations under ``root`` (else the shipped file's)."""
+    env_file = root / "environments.toml"
+    return environments.load(env_file if env_file.exists() else environments.ENVIRONMENTS_FILE)
+
+
 def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None = None,
             root: Path = DECLARATIONS_DIR, log: Callable[[str], None] = print,
-            will_declare: Collection[str] = ()) -> Path:
+            will_declare: Collection[str] = (), skip: Sequence[str] = ()) -> Path:
     """Write (or regenerate) the declaration for ``NAME==VERSION``; returns its path.
 
     ``will_declare``: names about to be declared alongside (their presence counts when choosing extras).
+    ``skip``: versions not to choose for a bare ``NAME`` (tried before and refused).
     """
     from pipeline.realise.rebuild import PRIMARY, run_builder  # the sandbox asks the backend for dynamic requirements
 
@@ -313,22 +301,38 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
     pins = [s for s in req.specifier if s.operator == "=="]
     index = index or SimpleIndex()
     store = store or Store()
+    envs = supported_environments(root)
     if not req.specifier:
-        name, version = req.name, latest_version(index, req.name)
+        log(f"{req.name}: choosing a release from {index.base_url}")
+        release, notes = choose_release(index, req.name, envs, skip)
+        for note in notes:
+            log(note)
+        name, version = req.name, release.version
     elif len(pins) == 1 and len(req.specifier) == 1:
         name, version = req.name, pins[0].version
+        release = _pick_release(index, name, version, envs)
     else:
         raise WheelproofError(f"declare needs NAME==VERSION (or NAME for the latest release), got {spec!r}")
-    sdist_file, wheel_files = _pick_release(index, name, version)
+    sdist_file, wheel_files = release.sdist, list(release.wheels)
     what = f"declare {name}=={version}"
+    log(f"{name} {version}: {len(wheel_files)} wheel(s) for the supported environments"
+        + (f", {release.ignored} serving none left out" if release.ignored else "")
+        + (f"; no wheel for {len(release.uncovered)} environment(s): {', '.join(release.uncovered)}"
+           if release.uncovered else ""))
     sdist = _artifact(sdist_file)
     wheels = [_artifact(w) for w in wheel_files]
     fetch(store, sdist, what=what, log=log)
     sdist = _sized(store, sdist)
     path = path_for(name, root)
     existing = load(path, root) if path.exists() else None
+    if not release.buildable:
+        raise WheelproofError(f"{what}: no upstream wheel of this release installs on this build machine, "
+                              "so a rebuild could not be compared with one")
+    kept = tuple(u for u in existing.unsupported if not u.reason.startswith(NO_WHEEL)) if existing else ()
+    auto = tuple(Deselection(e.name, f"{NO_WHEEL} {name} {version} for this environment")
+                 for e in envs if e.name in release.uncovered and environments.left_out(kept, e) is None)
     provisional = Declaration(path, name, version, None, (), (), sdist, tuple(wheels),
-                              BuildSpec("", (), (), None, 315532800, ()))
+                              BuildSpec("", (), (), None, 315532800, ()), unsupported=kept + auto)
     upstream = provisional.wheel_for_build()
     fetch(store, upstream, what=what, log=log)
     for w in wheels:
@@ -338,6 +342,13 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
     facts = wheel_facts(store.verified_path(upstream.sha256))
     build_system = sdist_build_system(store.verified_path(sdist.sha256))
     requires = list(build_system.get("requires", []))
+    warnings = sandbox_cannot_run(build_system["build-backend"], requires)
+    for warning in warnings:
+        log(f"warning: {name} {version}: {warning}")
+    no_rebuild = existing.no_rebuild if existing else None
+    if warnings and no_rebuild is None:
+        no_rebuild = "; ".join(w.split(": the rebuild will fail")[0] for w in warnings)
+        log(f"{name} {version}: writing rebuild = false (upstream's bytes published as such); review the reason")
     before = next((w.upload_time for w in wheel_files if w.filename == upstream.filename), None)
     constraints = generator_pin(facts.generator, requires)
     choices = choose_extras(name, version, facts, root, existing, will_declare, log)
@@ -350,17 +361,22 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         resolved = resolve(requires, index, before)
     extra_inputs = existing.build.extra_inputs if existing else ()
     environment = existing.build.environment if existing else ()
+    settings = existing.build.config_settings if existing else ()
     for _round in range(3):
         build = BuildSpec(build_system["build-backend"], tuple(build_system.get("backend-path", [])),
                           tuple(requires), facts.generator, facts.source_date_epoch,
-                          tuple(r.artifact for r in resolved), extra_inputs, environment)
+                          tuple(r.artifact for r in resolved), extra_inputs, environment,
+                          existing.build.limits if existing else DEFAULT_LIMITS, settings)
         decl = replace(provisional, requires_python=facts.requires_python,
                        extras=tuple(c.name for c in choices if c.offered),
-                       dependencies=tuple(facts.dependencies), build=build)
+                       dependencies=tuple(facts.dependencies), build=build, no_rebuild=no_rebuild)
         for a in build.all_inputs + toolchain():
             fetch(store, a, what=what, log=log)
         build = replace(build, inputs=tuple(_sized(store, a) for a in build.inputs))
         decl = replace(decl, build=build)
+        if no_rebuild is not None:
+            break  # the backend cannot run here, so it is not asked for dynamic requirements
+        log(f"{name} {version}: asking the backend for its dynamic build requirements (in the sandbox)")
         with tempfile.TemporaryDirectory(dir=store.tmp, prefix="declare-") as tmp:
             run = run_builder(store, decl, PRIMARY, Path(tmp) / "requires", phase="requires", timeout=600)
         if run.status != 0:
@@ -413,6 +429,13 @@ def extras_array(choices: Sequence[ExtraChoice]) -> Any:
     return arr
 
 
+_HEADER = re.compile(r"\A# [^\n]*: written by `python -m pipeline declare`[^\n]*")
+
+
+def _header(decl: Declaration) -> str:
+    return f"# {decl.name} {decl.version}: written by `python -m pipeline declare`; review before committing."
+
+
 def write(decl: Declaration, existing_path: Path | None = None, resolved_before: str | None = None,
           extras: Sequence[ExtraChoice] | None = None) -> None:
     """Write ``decl`` as TOML, editing an existing file in place so comments and order survive.
@@ -425,8 +448,7 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
         doc = tomlkit.parse(existing_path.read_text())
     else:
         doc = tomlkit.document()
-        doc.add(tomlkit.comment(f"{decl.name} {decl.version}: written by `python -m pipeline declare`; "
-                                "review before committing."))
+        doc.add(tomlkit.comment(_header(decl)[2:]))
     doc["schema"] = SCHEMA
     doc["name"] = decl.name
     doc["version"] = decl.version
@@ -448,15 +470,36 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
     build["backend"] = b.backend
     if b.backend_path:
         build["backend-path"] = _array(list(b.backend_path))
+    elif "backend-path" in build:
+        del build["backend-path"]  # stale: this release's pyproject.toml has none
     build["requires"] = _array(list(b.requires))
     if b.generator:
         build["generator"] = b.generator
+    elif "generator" in build:
+        del build["generator"]
     build["source-date-epoch"] = b.source_date_epoch
     if resolved_before:
         build["source-date-epoch"].comment(f"newest timestamp in the upstream wheel; inputs as of {resolved_before}")
     build["inputs"] = _aot(b.inputs)
     doc["build"] = build
-    text = tomlkit.dumps(doc)
+    if decl.no_rebuild is not None:
+        doc["rebuild"] = False
+        doc["rebuild-reason"] = decl.no_rebuild
+    else:
+        for key in ("rebuild", "rebuild-reason"):
+            if key in doc:
+                del doc[key]
+    if decl.unsupported:
+        aot = tomlkit.aot()
+        for u in decl.unsupported:
+            t = tomlkit.table()
+            t["target"] = u.target
+            t["reason"] = u.reason
+            aot.append(t)
+        doc["unsupported"] = aot
+    elif "unsupported" in doc:
+        del doc["unsupported"]
+    text = _HEADER.sub(_header(decl), tomlkit.dumps(doc), count=1)
     problems: list[Problem] = []
     if parse(decl.path, text, problems) is None or problems:
         raise DeclarationError(problems or [Problem(decl.path, None, "", "the generated text does not load")])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -265,7 +266,9 @@ def run_builder(store: Store, decl: Declaration, variation: Variation, workroot:
     result: dict[str, Any] = {"prepare": prepared}
     wheel = None
     if status == 0:
-        status, built = ws.run(phase, prepared["top"], variation.build_root, *umask)
+        settings = decl.build.config_settings_json()
+        extra = ("--config-settings", json.dumps(settings, sort_keys=True)) if settings else ()
+        status, built = ws.run(phase, prepared["top"], variation.build_root, *umask, *extra)
         result.update(built)
         if status == 0 and phase == "wheel":
             wheel = ws.take_wheel(built.get("wheel"))
@@ -312,6 +315,8 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
         inputs = fetch_inputs(store, decl, log)
         timings = {"fetch": round(time.monotonic() - t0, 3)}
         refs = set(inputs.values())
+        if decl.no_rebuild is not None:
+            return _not_rebuilt(store, decl, drv, started, inputs, upstream, refs, timings, t0)
         first = run_builder(store, decl, PRIMARY, Path(tmp) / "primary")
         timings["build"] = round(first.seconds, 3)
         logs = [f"== {PRIMARY.name} build ==\n", first.log]
@@ -327,6 +332,8 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
                        "summary": comparison.summary(),
                        "output": OutputWheel(first.wheel.name, wheel_digest, first.wheel.stat().st_size)}
             if comparison.verdict != "identical":
+                log(f"{decl.canonical_name} {decl.version}: {comparison.verdict}; building again under "
+                    f"variation ({VARIED.name}) to see whether our own build is deterministic")
                 second = run_builder(store, decl, VARIED, Path(tmp) / "varied")
                 timings["varied_build"] = round(second.seconds, 3)
                 logs += [f"\n== {VARIED.name} build ==\n", second.log]
@@ -342,7 +349,7 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
         log_digest = store.put_compressed("".join(logs).encode())
         refs.add(log_digest)
         record = BuildRecord(
-            derivation_id=drv.id, derivation=drv.description(), declaration=str(decl.path),
+            derivation_id=drv.id, derivation=drv.with_config_settings(drv.description()), declaration=str(decl.path),
             name=decl.canonical_name, version=decl.version, started=started, sandbox=drv.sandbox, inputs=inputs,
             upstream=ArtifactRef(upstream.filename, upstream.sha256), builder_result=first.result,
             log=LogRef(log_digest), timings=timings | {"total": round(time.monotonic() - t0, 3)},
@@ -354,6 +361,21 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
                 raise WheelproofError("the attestation's digest does not match its bytes")
             record = replace(record, attestation=ref, references=tuple(sorted({*record.references, ref.sha256})))
         store.set_ref(RECORD_KIND, drv.id, store.put_json(encode(record)))
+    return record
+
+
+def _not_rebuilt(store: Store, decl: Declaration, drv: Any, started: str, inputs: dict[str, str],
+                 upstream: Any, refs: set[str], timings: dict[str, float], t0: float) -> BuildRecord:
+    """The record of a declaration that says ``rebuild = false``: upstream's bytes, verified, and the reason."""
+    reason = decl.no_rebuild or ""
+    log_digest = store.put_compressed(f"not rebuilt (rebuild = false): {reason}\n".encode())
+    record = BuildRecord(
+        derivation_id=drv.id, derivation=drv.with_config_settings(drv.description()), declaration=str(decl.path),
+        name=decl.canonical_name, version=decl.version, started=started, sandbox=drv.sandbox, inputs=inputs,
+        upstream=ArtifactRef(upstream.filename, upstream.sha256), verdict="not-rebuilt", builder_result={},
+        log=LogRef(log_digest), timings=timings | {"total": round(time.monotonic() - t0, 3)},
+        references=tuple(sorted(refs | {log_digest})), summary=f"not rebuilt: {reason}")
+    store.set_ref(RECORD_KIND, drv.id, store.put_json(encode(record)))
     return record
 
 

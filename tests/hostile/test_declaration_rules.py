@@ -163,6 +163,20 @@ CASES = [
          lambda t: t.replace("[build]", "[[wheels]]\n" + t.split("[[wheels]]\n")[1].split("\n\n")[0]
                              .replace(".whl\"", ".whl\" # again", 1) + "\n\n[build]"),
          "wheels[1].filename", "listed twice", "# again"),
+    # rebuild = false needs a reviewed reason; config-settings are PEP 517 strings (issue 13)
+    Case("rebuild-false-without-reason", lambda t: set_key(t, "", "rebuild", "false"),
+         "rebuild", "needs a non-empty rebuild-reason", "rebuild = false"),
+    Case("rebuild-false-blank-reason",
+         lambda t: set_key(set_key(t, "", "rebuild", "false"), "", "rebuild-reason", '"   "'),
+         "rebuild", "needs a non-empty rebuild-reason", "rebuild = false"),
+    Case("rebuild-reason-without-false", lambda t: set_key(t, "", "rebuild-reason", '"trust me"'),
+         "rebuild-reason", "only meaningful with rebuild = false", "trust me"),
+    Case("rebuild-not-a-bool", lambda t: set_key(t, "", "rebuild", '"no"'), "rebuild", "expected bool", "rebuild"),
+    Case("config-settings-not-strings", lambda t: set_key(t, "build", "config-settings", '{ "--opt" = 1 }'),
+         "build.config-settings.--opt", "expected a string or a list of strings", "config-settings"),
+    Case("config-settings-control-char",
+         lambda t: set_key(t, "build", "config-settings", '{ "--opt" = "\\u001b[31m" }'),
+         "build.config-settings.--opt", "control character", "config-settings"),
 ]
 
 
