@@ -244,3 +244,26 @@ def test_a_forging_worker_on_a_real_farm_is_rejected_end_to_end(world, farm, mon
     assert "build:tiny: result from worker 'forger' rejected: blobs[" in run.stderr, run.stderr
     assert "farm: 1 node(s) in" in run.stderr and "0 done, 1 failed (1 rejected)" in run.stderr
     assert list(world.store.list_refs("builds")) == [] and _objects(world.store) == before
+
+
+def test_the_farms_trusted_keys_are_pem_builder_keys(tmp_path, monkeypatch):
+    a, b = (create_builder_key(tmp_path / f"{n}.key").public for n in "ab")
+    (tmp_path / "both.pem").write_text(a.pem() + b.pem())
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "a.pem").write_text(a.pem())
+    (tmp_path / "dir" / "b.pem").write_text(b.pem())
+    monkeypatch.setenv("WHEELPROOF_FARM", "tcp://127.0.0.1:1")
+    for source in ("both.pem", "dir"):
+        monkeypatch.setenv("WHEELPROOF_FARM_TRUSTED", str(tmp_path / source))
+        settings = FarmSettings.from_environment()
+        assert settings is not None and {t.key_id for t in settings.trusted} == {a.key_id, b.key_id}
+    monkeypatch.setenv("WHEELPROOF_FARM_TRUSTED", "")
+    assert FarmSettings.from_environment().trusted == ()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "w.pub").write_text("untrusted comment: minisign public key\nRWQ=\n")
+    (tmp_path / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
+    for source, message in (("old", "no *.pem builder public key"), ("bad.pem", "not a PEM public key"),
+                            ("missing.pem", "No such file")):
+        monkeypatch.setenv("WHEELPROOF_FARM_TRUSTED", str(tmp_path / source))
+        with pytest.raises(FarmError, match=f"WHEELPROOF_FARM_TRUSTED.*{message.replace('*', '[*]')}"):
+            FarmSettings.from_environment()
