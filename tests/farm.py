@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.trust.signing import write_keypair
+from pipeline.trust.builder_key import create_builder_key
 
 START_TIMEOUT = 60.0
 
@@ -39,14 +39,14 @@ class Farm:
 
     def start_worker(self, name: str, module: str = "pipeline") -> FarmWorker:
         key = self.root / name / "builder.key"
-        write_keypair(key, key.with_suffix(".pub"))
+        key.with_suffix(".pem").write_text(create_builder_key(key).public.pem())
         store, log = self.root / name / "store", self.root / name / "worker.log"
         cmd = [sys.executable, "-m", module, "worker", "--scheduler", self.address, "--store", str(store),
                "--builder-key", str(key), "--name", name]
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                     cwd=Path(__file__).resolve().parent.parent)
-        worker = FarmWorker(name, proc, store, key.with_suffix(".pub"), log)
+        worker = FarmWorker(name, proc, store, key.with_suffix(".pem"), log)
         self.workers[name] = worker
         deadline = time.monotonic() + START_TIMEOUT
         while f"worker {name} at" not in log.read_text(errors="replace"):
@@ -55,8 +55,9 @@ class Farm:
             time.sleep(0.1)
         return worker
 
-    def env(self) -> dict[str, str]:
-        return {"WHEELPROOF_FARM": self.address, "WHEELPROOF_FARM_TRUSTED": ""}
+    def env(self, trusted: Path | None = None) -> dict[str, str]:
+        """The coordinator's settings: this farm, trusting the builder keys in ``trusted`` (else none)."""
+        return {"WHEELPROOF_FARM": self.address, "WHEELPROOF_FARM_TRUSTED": str(trusted or "")}
 
     def stop(self) -> None:
         for w in self.workers.values():

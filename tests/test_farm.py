@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from distributed import Client
 from pipeline.farm.action import platform_resource
 from pipeline.model.declaration import load_all
 from pipeline.realise.graph import plan
-from pipeline.realise.rebuild import derivation
+from pipeline.realise.rebuild import derivation, load_record
+from pipeline.trust.attestation import stored_attestations, stored_public_keys, verify_attestation
+from pipeline.trust.builder_key import create_builder_key, load_trusted_keys
 from tests.conftest import REPO
 from tests.test_testing import PASSING, UNITTEST
 
@@ -24,17 +27,27 @@ TESTS = {"tests/__init__.py": "", "tests/test_alpha.py": "import unittest\nimpor
          PASSING.replace("tiny", "alpha")}
 
 
-def _on_farm(world, farm, monkeypatch, *workers: str) -> None:
+def _on_farm(world, farm, monkeypatch, *workers: str, trusted=None) -> None:
     for name in workers:
         farm.start_worker(name)
-    for k, v in farm.env().items():
+    for k, v in farm.env(trusted).items():
         monkeypatch.setenv(k, v)
+
+
+def _trust_dir(farm, *workers: str):
+    """A directory of *.pem builder public keys, as ~/.config/wheelproof/farm-trusted/ is."""
+    d = farm.root / "trusted"
+    d.mkdir()
+    for name in workers:
+        shutil.copy(farm.workers[name].public_key, d / f"{name}.pem")
+    return d
 
 
 def test_build_and_test_on_two_workers_verified_into_the_coordinators_store(world, farm, monkeypatch):
     world.declare_tiny("alpha", sdist_files=TESTS, test_table="\n[test]\n" + UNITTEST)
     world.declare_tiny("beta", dependencies=["alpha"])
     _on_farm(world, farm, monkeypatch, "w1", "w2")
+    monkeypatch.setenv("WHEELPROOF_FARM_TRUSTED", str(_trust_dir(farm, "w1", "w2")))
     run = world.doit("build", "test")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out
@@ -52,6 +65,19 @@ def test_build_and_test_on_two_workers_verified_into_the_coordinators_store(worl
         store.read_compressed(record["log"]["sha256"])
     assert store.read_json(store.get_ref("builds", g["build:alpha"].id))["tests"]["outcome"] == "passed"
     assert store.get_ref("tests", g["test:alpha"].id) is not None
+    # Each build was signed by the worker that ran it, and the coordinator stored the envelope as a local
+    # build stores its own: named by the record, under refs/attestations/<drv>.<key id>, the key beside it.
+    trusted = [k for w in ("w1", "w2") for k in load_trusted_keys(farm.workers[w].public_key)]
+    assert set(stored_public_keys(store)) <= {k.key_id for k in trusted}
+    for name in ("alpha", "beta"):
+        drv, record = g[f"build:{name}"].id, load_record(store, g[f"build:{name}"].id)
+        assert record is not None and record.attestation is not None and record.output is not None
+        [(_, key_id, envelope)] = list(stored_attestations(store, drv))
+        assert key_id == record.attestation.key_id and store.read_bytes(record.attestation.sha256) == envelope
+        verified = verify_attestation(envelope, trusted, derivation_id=drv, rebuilt_sha256=record.output.sha256)
+        assert verified.key_id == key_id and verified.verdict == "identical"
+    shown = world.cli("attestation", "alpha", "--statement")
+    assert shown.returncode == 0 and g["build:alpha"].id in shown.stdout, shown.stdout + shown.stderr
     # The workers fetched the inputs themselves: the coordinator's store never downloaded an sdist.
     assert not store.has(decls["alpha"].sdist.sha256)
     assert any(w.store_root.joinpath("objects").exists() and
@@ -116,3 +142,17 @@ def test_no_worker_for_the_platform_is_a_clear_error(world, farm, monkeypatch):
     assert run.returncode != 0
     assert f"no worker on the farm at {farm.address} builds for {platform_resource()}" in run.stderr
     assert list(world.store.list_refs("builds")) == []
+
+
+def test_a_worker_whose_key_is_not_trusted_is_rejected(world, farm, monkeypatch, tmp_path):
+    world.declare_tiny("alpha")
+    other = create_builder_key(tmp_path / "other.key").public
+    (tmp_path / "trusted.pem").write_text(other.pem())  # one file of PEM keys: not w1's
+    _on_farm(world, farm, monkeypatch, "w1", trusted=tmp_path / "trusted.pem")
+    before = set(world.store.iter_objects())
+    run = world.doit("build")
+    assert run.returncode != 0
+    assert "build:alpha: result from worker 'w1' rejected: attestation" in run.stderr, run.stderr
+    assert "which is not a trusted key" in run.stderr and "0 done, 1 failed (1 rejected)" in run.stderr
+    assert list(world.store.list_refs("builds")) == [] and set(world.store.iter_objects()) == before
+    assert not (world.store.refs / "attestations").exists() or not list(world.store.list_refs("attestations"))

@@ -412,8 +412,9 @@ def _make_executor() -> Executor:
     if settings is None:
         return LocalExecutor(store(), declarations, attestation_signer())
     from pipeline.farm.executor import FarmExecutor
+    from pipeline.trust.attestation import verify_attestation
 
-    farm = FarmExecutor(settings, store(), declarations)
+    farm = FarmExecutor(settings, store(), declarations, check=verify_attestation)
     atexit.register(farm.close)
     return farm
 

@@ -1,10 +1,12 @@
-"""Farm settings: where the scheduler is, which builder keys the coordinator trusts, this worker's key.
+"""Farm settings: where the scheduler is, and which builder keys the coordinator trusts.
 
 ``WHEELPROOF_FARM=tcp://HOST:PORT`` turns the farm on for ``doit build``/``test``/``snapshot``.
-``WHEELPROOF_FARM_TRUSTED`` lists the builder public keys (minisign format, as ``python -m pipeline
-keygen`` writes them) whose attestations the coordinator accepts, separated by ``os.pathsep``
-(default: every ``*.pub`` in ``~/.config/wheelproof/farm-trusted/``). A worker signs with its own
-builder key: ``--builder-key``, else ``$WHEELPROOF_BUILDER_KEY``, else ``~/.config/wheelproof/builder.key``.
+``WHEELPROOF_FARM_TRUSTED`` names the builder public keys whose attestations the coordinator accepts,
+in the format ``challenge --trusted-keys`` and ``doit snapshot --trusted-keys`` take
+(:mod:`pipeline.trust.builder_key`: Ed25519 SubjectPublicKeyInfo PEM, RFC 8410): one file of PEM keys
+one after another, or a directory whose ``*.pem`` files each hold one or more (default:
+``~/.config/wheelproof/farm-trusted/``; set but empty: trust none). A worker signs with its own
+builder key (``--builder-key``, else ``$WHEELPROOF_BUILDER_KEY``, else ``~/.config/wheelproof/builder.key``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.model.errors import WheelproofError
-from pipeline.trust.signing import PublicKey, SecretKey, SignatureError
+from pipeline.trust.builder_key import BuilderPublicKey, load_trusted_keys
 
-__all__ = ["FARM_ENV", "TRUSTED_ENV", "BUILDER_KEY_ENV", "DEFAULT_TRUSTED_DIR", "DEFAULT_BUILDER_KEY",
-           "FarmError", "TrustedKey", "FarmSettings", "load_builder_key", "scheduler_address"]
+__all__ = ["FARM_ENV", "TRUSTED_ENV", "DEFAULT_TRUSTED_DIR", "FarmError", "TrustedKey", "FarmSettings",
+           "scheduler_address", "trusted_keys"]
 
 FARM_ENV = "WHEELPROOF_FARM"
 TRUSTED_ENV = "WHEELPROOF_FARM_TRUSTED"
-BUILDER_KEY_ENV = "WHEELPROOF_BUILDER_KEY"
 DEFAULT_TRUSTED_DIR = Path("~/.config/wheelproof/farm-trusted").expanduser()
-DEFAULT_BUILDER_KEY = Path("~/.config/wheelproof/builder.key").expanduser()
 
 
 class FarmError(WheelproofError):
@@ -32,12 +32,14 @@ class FarmError(WheelproofError):
 
 @dataclass(frozen=True)
 class TrustedKey:
+    """A builder public key the coordinator trusts, and the file it was read from."""
+
     path: Path
-    key: PublicKey
+    key: BuilderPublicKey
 
     @property
     def key_id(self) -> str:
-        return self.key.key_id_hex
+        return self.key.key_id
 
 
 @dataclass(frozen=True)
@@ -66,29 +68,25 @@ def scheduler_address(address: str) -> str:
     return address
 
 
+def trusted_keys(path: Path, source: str) -> tuple[TrustedKey, ...]:
+    """The PEM builder keys in ``path``: a file of keys, or every ``*.pem`` in a directory (none is an error)."""
+    files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
+    if not files:
+        raise FarmError(f"{path} (from {source}): no *.pem builder public key in this directory")
+    keys: dict[str, TrustedKey] = {}
+    for f in files:
+        try:
+            for key in load_trusted_keys(f):
+                keys.setdefault(key.key_id, TrustedKey(f, key))
+        except WheelproofError as e:
+            raise FarmError(f"{f} (from {source}): {e}") from e
+    return tuple(keys.values())
+
+
 def _trusted_keys() -> tuple[TrustedKey, ...]:
     listed = os.environ.get(TRUSTED_ENV)
     if listed is not None:
-        paths = [Path(p).expanduser() for p in listed.split(os.pathsep) if p]
-    else:
-        paths = sorted(DEFAULT_TRUSTED_DIR.glob("*.pub")) if DEFAULT_TRUSTED_DIR.is_dir() else []
-    keys = []
-    for path in paths:
-        try:
-            keys.append(TrustedKey(path, PublicKey.parse(path.read_text())))
-        except (OSError, SignatureError) as e:
-            source = TRUSTED_ENV if listed is not None else str(DEFAULT_TRUSTED_DIR)
-            raise FarmError(f"{path} (from {source}): not a builder public key: {e}") from e
-    return tuple(keys)
-
-
-def load_builder_key(path: Path | None = None) -> tuple[Path, SecretKey]:
-    """This worker's builder key (its identity on the farm)."""
-    path = Path(path or os.environ.get(BUILDER_KEY_ENV) or DEFAULT_BUILDER_KEY).expanduser()
-    try:
-        return path, SecretKey.parse(path.read_text())
-    except FileNotFoundError:
-        raise FarmError(f"no builder key at {path}: create one with `python -m pipeline keygen --secret {path} "
-                        f"--public {path.with_suffix('.pub')}` (or set {BUILDER_KEY_ENV})") from None
-    except (OSError, SignatureError) as e:
-        raise FarmError(f"{path}: not a builder secret key: {e}") from e
+        return trusted_keys(Path(listed).expanduser(), TRUSTED_ENV) if listed.strip() else ()
+    if not DEFAULT_TRUSTED_DIR.is_dir() or not any(DEFAULT_TRUSTED_DIR.iterdir()):
+        return ()  # a directory holding only something else (old minisign *.pub files) is an error, not "none"
+    return trusted_keys(DEFAULT_TRUSTED_DIR, str(DEFAULT_TRUSTED_DIR))

@@ -11,10 +11,11 @@ reaches :func:`accept`. :func:`verify_result` checks, naming the node, the worke
   version, the derivation (or test plan) description, the pinned inputs, the upstream wheel;
 - the rebuilt wheel has a wheel filename of this project and version, its stated size, a sane zip
   (``wheel.zipcheck``), and ``identical`` is claimed only for the upstream wheel's own bytes;
-- the attestation (a build's signed statement about its outputs): checked by an :class:`AttestationCheck`
-  against the farm's trusted builder keys, and its subjects, derivation id and verdict must be the
-  record's. Issue 11 provides the check (``pipeline.trust``'s ``verify_attestation``); a farm that
-  names trusted keys refuses to start without one (:func:`require_check`).
+- the attestation (a build's DSSE envelope over an in-toto statement, docs/challenge.md): it must be
+  the envelope the record names, verify by an :class:`AttestationCheck` (``pipeline.trust.attestation.
+  verify_attestation``) against the farm's trusted builder keys, for the node's derivation id and the
+  record's rebuilt wheel digest, signed by the key the record names, with the record's verdict and
+  upstream wheel. A farm that names trusted keys refuses to start without a check (:func:`require_check`).
 
 A result that fails any check raises :class:`ResultRejected`; nothing of it is stored.
 """
@@ -49,10 +50,11 @@ from pipeline.model.records import (
 from pipeline.realise import rebuild, testing
 from pipeline.realise.graph import BUILD, Node
 from pipeline.store.local import Store
-from pipeline.trust.signing import PublicKey
+from pipeline.trust.attestation import VerifiedAttestation, store_attestation, store_public_key
+from pipeline.trust.builder_key import BuilderPublicKey
 from pipeline.wheel.zipcheck import ZipCaps, ZipCheckError, check_wheel_zip
 
-__all__ = ["MAX_RECORD_BYTES", "MAX_LOG_BYTES", "AttestationClaims", "AttestationCheck", "ResultRejected",
+__all__ = ["MAX_RECORD_BYTES", "MAX_LOG_BYTES", "AttestationCheck", "ResultRejected",
            "VerifiedResult", "expected_inputs", "verify_result", "accept", "require_check"]
 
 MAX_RECORD_BYTES = 16 << 20  # a record, decompressed
@@ -63,23 +65,12 @@ class ResultRejected(WheelproofError):
     """A worker's result failed verification; nothing of it was stored."""
 
 
-class AttestationClaims(Protocol):
-    """What a verified attestation states (issue 11's ``VerifiedAttestation`` has these fields)."""
-
-    @property
-    def subject_digests(self) -> Sequence[str]: ...
-    @property
-    def derivation_id(self) -> str: ...
-    @property
-    def builder_key_id(self) -> str: ...
-    @property
-    def verdict(self) -> str: ...
-
-
 class AttestationCheck(Protocol):
-    """Verify an attestation envelope's signature by one of ``trusted``; raise on any failure."""
+    """``verify_attestation``'s shape: verify an envelope by one of ``trusted``, for this derivation and
+    rebuilt wheel (when given), or raise a :class:`WheelproofError` saying why not."""
 
-    def __call__(self, envelope: bytes, trusted: Sequence[PublicKey]) -> AttestationClaims: ...
+    def __call__(self, envelope: bytes, trusted: Sequence[BuilderPublicKey], *, derivation_id: str | None = None,
+                 rebuilt_sha256: str | None = None, where: str = "envelope") -> VerifiedAttestation: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +81,8 @@ class VerifiedResult:
     record_digest: str
     blobs: Mapping[str, bytes]
     worker: str
-    attestation: bytes | None
+    attestation: bytes | None  # the verified envelope (only when the farm trusts builder keys)
+    signer: BuilderPublicKey | None = None  # the trusted key it verified with
 
 
 def require_check(settings: FarmSettings, check: AttestationCheck | None) -> None:
@@ -198,26 +190,32 @@ def _check_test(node: Node, result: ActionResult, record: TestRecord, decl: Decl
 
 
 def _check_attestation(node: Node, result: ActionResult, record: BuildRecord, settings: FarmSettings,
-                       check: AttestationCheck | None) -> None:
+                       check: AttestationCheck | None) -> VerifiedAttestation | None:
     if not settings.requires_attestation or node.kind != BUILD:
-        return
+        return None
     if check is None:  # require_check refuses this set-up before anything is submitted
         raise _reject(node, result, "no attestation verifier")
-    if result.attestation is None:
+    if result.attestation is None or record.attestation is None:
         raise _reject(node, result, "no attestation, and the farm accepts only attested builds")
+    if hashlib.sha256(result.attestation).hexdigest() != record.attestation.sha256:
+        raise _reject(node, result, f"attestation: not the envelope the record names ({record.attestation.sha256})")
     try:
-        claims = check(result.attestation, [t.key for t in settings.trusted])
+        claims = check(result.attestation, [t.key for t in settings.trusted], derivation_id=node.id,
+                       rebuilt_sha256=record.output.sha256 if record.output is not None else None,
+                       where=f"attestation {record.attestation.sha256[:12]}")
     except WheelproofError as e:
-        raise _reject(node, result, f"attestation: {e}") from e
-    trusted_ids = {t.key_id for t in settings.trusted}
-    if claims.builder_key_id not in trusted_ids:
-        raise _reject(node, result, f"attestation: signed by {claims.builder_key_id}, not a trusted builder key")
-    if claims.derivation_id != node.id:
-        raise _reject(node, result, f"attestation: for derivation {claims.derivation_id}, not {node.id}")
+        raise _reject(node, result, str(e)) from e
+    if claims.key_id != record.attestation.key_id:
+        raise _reject(node, result, f"attestation: signed by {claims.key_id}, the record names "
+                                    f"{record.attestation.key_id}")
     if claims.verdict != record.verdict:
         raise _reject(node, result, f"attestation: verdict {claims.verdict!r}, the record says {record.verdict!r}")
-    if record.output is not None and record.output.sha256 not in set(claims.subject_digests):
-        raise _reject(node, result, f"attestation: the wheel {record.output.sha256} is not among its subjects")
+    if claims.upstream_sha256 != record.upstream.sha256:
+        raise _reject(node, result, f"attestation: upstream {claims.upstream_sha256}, the record says "
+                                    f"{record.upstream.sha256}")
+    if record.output is None and claims.rebuilt_sha256 is not None:
+        raise _reject(node, result, f"attestation: a rebuilt wheel {claims.rebuilt_sha256}, the record has none")
+    return claims
 
 
 def verify_result(store: Store, node: Node, action: Action, result: ActionResult,
@@ -245,11 +243,11 @@ def verify_result(store: Store, node: Node, action: Action, result: ActionResult
         raise _reject(node, result, str(e)) from e
     if isinstance(record, BuildRecord):
         _check_build(store, node, result, record, decl)
-        _check_attestation(node, result, record, settings, check)
+        claims = _check_attestation(node, result, record, settings, check)
         pinned = set(expected_inputs(decl).values())
     else:
         _check_test(node, result, record, decl, decls)
-        pinned = set()
+        pinned, claims = set(), None
     if record.log.sha256 not in result.blobs:
         raise _reject(node, result, f"record log.sha256 {record.log.sha256}: the log was not returned")
     named = set(record.references) | {record.log.sha256} | ({record.output.sha256} if isinstance(
@@ -258,8 +256,9 @@ def verify_result(store: Store, node: Node, action: Action, result: ActionResult
         raise _reject(node, result, f"record references {missing[0]}, which was neither returned nor pinned")
     if extra := sorted(set(result.blobs) - named - {result.record}):
         raise _reject(node, result, f"returned object {extra[0]}, which the record does not name")
+    signer = next((t.key for t in settings.trusted if claims and t.key_id == claims.key_id), None)
     return VerifiedResult(node, decl, record, result.record, dict(result.blobs), result.worker,
-                          result.attestation if settings.requires_attestation else None)
+                          result.attestation if claims else None, signer)
 
 
 def accept(store: Store, verified: VerifiedResult) -> None:
@@ -269,8 +268,10 @@ def accept(store: Store, verified: VerifiedResult) -> None:
         for digest, data in sorted(verified.blobs.items()):
             if store.put_bytes(data) != digest:  # put_bytes names the object by its own hash
                 raise ResultRejected(f"{node.key}: object {digest} changed while being stored")
-        if verified.attestation is not None:
-            store.set_ref("attestations", node.id, store.put_bytes(verified.attestation))
+        if verified.attestation is not None and verified.signer is not None:
+            # as a local build stores its own (refs/attestations/<drv>.<key id>, refs/builder-keys/<key id>)
+            store_public_key(store, verified.signer)
+            store_attestation(store, node.id, verified.signer.key_id, verified.attestation)
         store.set_ref(BUILD_KIND if node.kind == BUILD else TEST_KIND, node.id, verified.record_digest)
         if isinstance(record, TestRecord):
             testing.attach_to_build_record(store, verified.decl, record)

@@ -1,16 +1,17 @@
 """``python -m pipeline worker``: a Dask worker that realises farm actions with its own store and key.
 
 The worker carries a :class:`WheelproofPlugin` (a Dask ``WorkerPlugin``) holding its local store (a
-cache: inputs fetched once, results kept), its builder key (its identity; issue 11 signs attestations
-with it) and the platform it builds for, which it also advertises as a Dask resource so the scheduler
-sends it only actions for that platform (:func:`pipeline.farm.action.platform_resource`).
+cache: inputs fetched once, results kept), its builder key (its identity: every build it runs is
+signed with it, through the same ``attest=`` path a local ``doit build`` uses) and the
+platform it builds for, which it also advertises as a Dask resource so the scheduler sends it only
+actions for that platform (:func:`pipeline.farm.action.platform_resource`).
 
 :func:`run_action` is what the coordinator submits. It rebuilds the declarations the action carries
 (checked by the same parser as any declaration), recomputes the node's id and refuses an action whose
 id it does not arrive at (another builders/, platform or sandbox mode), fetches the inputs itself
 (fixed-output, hash-checked), runs the build or test in the sandbox as ``doit`` does locally, and
-returns the record and every output object by content. A successful record already in its store for
-that id is returned without running again (an action cache).
+returns the record, every output object by content and the signed attestation (DSSE envelope) the
+record names. A successful record already in its store for that id is returned without running again (an action cache).
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ from pathlib import Path, PurePosixPath
 from distributed import Worker, WorkerPlugin, get_worker
 
 from pipeline.farm.action import Action, ActionResult, platform_resource
-from pipeline.farm.settings import FarmError, load_builder_key
+from pipeline.farm.settings import FarmError
 from pipeline.model.declaration import Declaration, load_all
 from pipeline.model.records import BUILD_KIND, TEST_KIND, BuildRecord, TestRecord
 from pipeline.realise import rebuild, testing
 from pipeline.realise.graph import BUILD
 from pipeline.store.local import Store
-from pipeline.trust.signing import SecretKey
+from pipeline.trust.attestation import signer
+from pipeline.trust.builder_key import BuilderKey, load_builder_key
 
-__all__ = ["PLUGIN_NAME", "TOPIC", "ATTESTATION_KIND", "WheelproofPlugin", "run_action", "serve"]
+__all__ = ["PLUGIN_NAME", "TOPIC", "WheelproofPlugin", "run_action", "serve"]
 
 PLUGIN_NAME = "wheelproof"
 TOPIC = "wheelproof-farm"  # the events a worker logs for the coordinator's progress
-ATTESTATION_KIND = "attestations"  # refs/attestations/<derivation id>: the signed statement, when made
 
 
 class WheelproofPlugin(WorkerPlugin):
@@ -42,8 +43,8 @@ class WheelproofPlugin(WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, store_root: Path, key_path: Path, key: SecretKey):
-        self.store_root, self.key_path, self.key = store_root, key_path, key
+    def __init__(self, store_root: Path, key: BuilderKey):
+        self.store_root, self.key = store_root, key
         self.platform = platform_resource()
         self.worker_name = ""
 
@@ -53,7 +54,7 @@ class WheelproofPlugin(WorkerPlugin):
 
     @property
     def builder_key_id(self) -> str:
-        return self.key.public.key_id_hex
+        return self.key.public.key_id
 
     def execute(self, action: Action) -> ActionResult:
         with tempfile.TemporaryDirectory(dir=self.store.tmp, prefix="farm-") as tmp:
@@ -74,7 +75,7 @@ class WheelproofPlugin(WorkerPlugin):
 
     def _run(self, action: Action, decl: Declaration, decls: dict[str, Declaration]) -> BuildRecord | TestRecord:
         if action.kind == BUILD:
-            return rebuild.build(decl, self.store, log=lambda m: None)
+            return rebuild.build(decl, self.store, log=lambda m: None, attest=signer(self.store, self.key))
         return testing.run(testing.plan(decl, decls), self.store, log=lambda m: None)
 
     def _result(self, action: Action, record: BuildRecord | TestRecord, cached: bool,
@@ -90,8 +91,9 @@ class WheelproofPlugin(WorkerPlugin):
         if isinstance(record, BuildRecord) and record.output is not None:
             wanted.add(record.output.sha256)
         blobs = {d: self.store.read_bytes(d) for d in sorted(wanted)}  # every read re-hashed
-        attestation_ref = self.store.get_ref(ATTESTATION_KIND, action.node_id) if action.kind == BUILD else None
-        attestation = self.store.read_bytes(attestation_ref) if attestation_ref else None
+        attestation = None
+        if isinstance(record, BuildRecord) and record.attestation is not None:
+            attestation = blobs[record.attestation.sha256]  # the record references its envelope
         return ActionResult(action.digest, action.kind, action.node_id, record_digest, blobs, self.worker_name,
                             self.builder_key_id, attestation, cached)
 
@@ -125,15 +127,15 @@ async def _serve(scheduler: str, plugin: WheelproofPlugin, nthreads: int, name: 
     async with Worker(scheduler, nthreads=nthreads, name=name, resources={plugin.platform: nthreads},
                       plugins=(plugin,), dashboard=False, memory_limit=0, death_timeout=60) as worker:
         print(f"worker {worker.name} at {worker.address}: store {plugin.store_root}, builder key "
-              f"{plugin.builder_key_id} ({plugin.key_path}), {nthreads} slot(s) for {plugin.platform}", flush=True)
+              f"{plugin.builder_key_id} ({plugin.key.path}), {nthreads} slot(s) for {plugin.platform}", flush=True)
         await worker.finished()
 
 
 def serve(scheduler: str, store_root: Path, key_path: Path | None = None, nthreads: int = 1,
           name: str | None = None) -> None:
     """Run a farm worker until the scheduler goes away or the process is stopped."""
-    path, key = load_builder_key(key_path)
-    plugin = WheelproofPlugin(store_root.resolve(), path, key)
+    key = load_builder_key(key_path, refuse_inside=[store_root])
+    plugin = WheelproofPlugin(store_root.resolve(), key)
     Store(plugin.store_root)  # create it (and fail here, not mid-build, if it cannot be)
     try:
         asyncio.run(_serve(scheduler, plugin, nthreads, name))

@@ -28,6 +28,7 @@ from pipeline.trust.builder_key import BuilderKey, BuilderPublicKey
 
 __all__ = ["ATTESTATION_KIND", "BUILDER_ID_ENV", "KEY_KIND", "VerifiedAttestation", "builder_id",
            "sign_record", "signer", "stored_attestations", "stored_public_keys", "store_attestation",
+           "store_public_key",
            "verify_attestation"]
 
 ATTESTATION_KIND = "attestations"

@@ -23,7 +23,8 @@ from pipeline.farm.worker import WheelproofPlugin
 from pipeline.model.declaration import load_all
 from pipeline.realise.graph import plan
 from pipeline.store.local import Store
-from pipeline.trust.signing import SecretKey, write_keypair
+from pipeline.trust.attestation import sign_record, stored_attestations, stored_public_keys, verify_attestation
+from pipeline.trust.builder_key import BuilderKey, create_builder_key, load_builder_key
 from tests.conftest import World, _QuietFiles
 
 NO_TRUST = FarmSettings("tcp://127.0.0.1:1", ())
@@ -44,8 +45,7 @@ def built(tmp_path_factory):
             world.declare_tiny("tiny", mutate_upstream=True)  # verdict "differs": the rebuild is not upstream's
             decls = load_all(world.declarations)
             node = plan(decls)["build:tiny"]
-            key = root / "w" / "builder.key"
-            plugin = WheelproofPlugin(root / "w" / "store", key, write_keypair(key, key.with_suffix(".pub")))
+            plugin = WheelproofPlugin(root / "w" / "store", create_builder_key(root / "w" / "builder.key"))
             plugin.store, plugin.worker_name = Store(plugin.store_root), "w1"
             action = action_for(node, decls)
             result = plugin.execute(action)
@@ -154,48 +154,81 @@ def test_a_forged_result_is_rejected_and_nothing_is_stored(honest, case):
     assert not list(world.store.tmp.iterdir())
 
 
-@dataclasses.dataclass(frozen=True)
-class Claims:
-    subject_digests: tuple[str, ...]
-    derivation_id: str
-    builder_key_id: str
-    verdict: str
+def _trusting(*keys: BuilderKey) -> FarmSettings:
+    return FarmSettings("tcp://127.0.0.1:1", tuple(TrustedKey(k.path, k.public) for k in keys))
 
 
-def _trusting(tmp_path) -> tuple[FarmSettings, SecretKey]:
-    secret = write_keypair(tmp_path / "b.key", tmp_path / "b.pub")
-    return FarmSettings("tcp://127.0.0.1:1", (TrustedKey(tmp_path / "b.pub", secret.public),)), secret
+def _worker_key(result: ActionResult, decls) -> BuilderKey:
+    key = load_builder_key(decls["tiny"].path.parent.parent.parent / "w" / "builder.key")
+    assert key.public.key_id == result.builder_key_id
+    return key
+
+
+def _resigned(result: ActionResult, key: BuilderKey, **statement) -> ActionResult:
+    """A valid signature by ``key`` over a statement of the record with ``statement``'s fields changed,
+    and a record re-made to name that envelope (what a worker holding a trusted key could send)."""
+    from pipeline.model.records import BuildRecord, decode
+
+    doc = _record(result)
+    record = decode(BuildRecord, doc, "record")
+    envelope, ref = sign_record(dataclasses.replace(record, **statement), key)
+    old = doc["attestation"]["sha256"]
+    doc["attestation"] = {"sha256": ref.sha256, "key_id": ref.key_id}
+    doc["references"] = sorted({*doc["references"], ref.sha256} - {old})
+    r = _with_record(result, doc)
+    return dataclasses.replace(r, attestation=envelope,
+                               blobs={d: b for d, b in r.blobs.items() if d != old} | {ref.sha256: envelope})
+
+
+def test_the_worker_signed_its_build_with_its_builder_key(honest):
+    world, decls, node, action, result = honest
+    record = _record(result)
+    assert result.attestation is not None and record["attestation"]["key_id"] == result.builder_key_id
+    assert hashlib.sha256(result.attestation).hexdigest() == record["attestation"]["sha256"]
+    assert result.blobs[record["attestation"]["sha256"]] == result.attestation
+
+
+def test_a_trusted_workers_attested_build_is_accepted_and_stored_as_a_local_one(honest):
+    world, decls, node, action, result = honest
+    key = _worker_key(result, decls)
+    with pytest.raises(FarmError, match="no attestation verifier"):
+        require_check(_trusting(key), None)
+    accept(world.store, verify_result(world.store, node, action, result, decls, _trusting(key), verify_attestation))
+    [(drv, key_id, envelope)] = list(stored_attestations(world.store))
+    assert (drv, key_id, envelope) == (node.id, key.public.key_id, result.attestation)
+    assert stored_public_keys(world.store) == {key_id: key.public}
+    verified = verify_attestation(envelope, [key.public], derivation_id=node.id, rebuilt_sha256=_wheel(result))
+    assert verified.verdict == "differs"
 
 
 def test_attestations_are_required_and_checked_when_the_farm_trusts_keys(honest, tmp_path):
     world, decls, node, action, result = honest
-    settings, secret = _trusting(tmp_path)
-    with pytest.raises(FarmError, match="no attestation verifier"):
-        require_check(settings, None)
-    wheel, drv, kid = _wheel(result), node.id, secret.public.key_id_hex
+    key = _worker_key(result, decls)
+    stranger = create_builder_key(tmp_path / "stranger.key")
+    other_envelope, _ = sign_record(dataclasses.replace(_decode_record(result), verdict="identical"), key)
     cases = {
-        "no attestation, and the farm accepts only attested builds": (None, Claims((wheel,), drv, kid, "differs")),
-        "is not among its subjects": (b"env", Claims(("0" * 64,), drv, kid, "differs")),
-        "not a trusted builder key": (b"env", Claims((wheel,), drv, "0123456789ABCDEF", "differs")),
-        f"for derivation {'1' * 64}": (b"env", Claims((wheel,), "1" * 64, kid, "differs")),
-        "verdict 'identical'": (b"env", Claims((wheel,), drv, kid, "identical")),
+        "no attestation, and the farm accepts only attested builds":
+            (dataclasses.replace(result, attestation=None), _trusting(key)),
+        "which is not a trusted key": (result, _trusting(stranger)),
+        "not the envelope the record names": (dataclasses.replace(result, attestation=other_envelope), _trusting(key)),
+        # a valid signature by the trusted key, over a statement about another wheel digest
+        f"but the attestation's subject is {'0' * 12}": (_resigned(result, key, output=dataclasses.replace(
+            _decode_record(result).output, sha256="0" * 64)), _trusting(key)),
+        f"derivationId {'1' * 12} is not the hash": (_resigned(result, key, derivation_id="1" * 64), _trusting(key)),
+        "verdict 'identical'": (_resigned(result, key, verdict="identical"), _trusting(key)),
     }
-    for message, (envelope, claims) in cases.items():
-        def check(env, trusted, claims=claims):
-            assert [k.key_id_hex for k in trusted] == [kid]
-            return claims
-        forged = dataclasses.replace(result, attestation=envelope)
-        with pytest.raises(ResultRejected, match=message.replace("(", r"\(")):
-            verify_result(world.store, node, action, forged, decls, settings, check)
-    def bad_signature(env, trusted):
-        raise ResultRejected("signature does not verify")
-    with pytest.raises(ResultRejected, match="attestation: signature does not verify"):
-        verify_result(world.store, node, action, dataclasses.replace(result, attestation=b"env"), decls,
-                      settings, bad_signature)
-    good = verify_result(world.store, node, action, dataclasses.replace(result, attestation=b"env"), decls,
-                         settings, lambda env, trusted: Claims((wheel,), drv, kid, "differs"))
-    accept(world.store, good)
-    assert world.store.read_bytes(world.store.get_ref("attestations", node.id)) == b"env"
+    for message, (forged, settings) in cases.items():
+        before = _objects(world.store)
+        with pytest.raises(ResultRejected, match=message.replace("(", r"\(")) as e:
+            verify_result(world.store, node, action, forged, decls, settings, verify_attestation)
+        assert "build:tiny: result from worker 'w1' rejected" in str(e.value)
+        assert _objects(world.store) == before and world.store.get_ref("builds", node.id) is None
+
+
+def _decode_record(result: ActionResult):
+    from pipeline.model.records import BuildRecord, decode
+
+    return decode(BuildRecord, _record(result), "record")
 
 
 @pytest.mark.integration
@@ -211,3 +244,26 @@ def test_a_forging_worker_on_a_real_farm_is_rejected_end_to_end(world, farm, mon
     assert "build:tiny: result from worker 'forger' rejected: blobs[" in run.stderr, run.stderr
     assert "farm: 1 node(s) in" in run.stderr and "0 done, 1 failed (1 rejected)" in run.stderr
     assert list(world.store.list_refs("builds")) == [] and _objects(world.store) == before
+
+
+def test_the_farms_trusted_keys_are_pem_builder_keys(tmp_path, monkeypatch):
+    a, b = (create_builder_key(tmp_path / f"{n}.key").public for n in "ab")
+    (tmp_path / "both.pem").write_text(a.pem() + b.pem())
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "a.pem").write_text(a.pem())
+    (tmp_path / "dir" / "b.pem").write_text(b.pem())
+    monkeypatch.setenv("WHEELPROOF_FARM", "tcp://127.0.0.1:1")
+    for source in ("both.pem", "dir"):
+        monkeypatch.setenv("WHEELPROOF_FARM_TRUSTED", str(tmp_path / source))
+        settings = FarmSettings.from_environment()
+        assert settings is not None and {t.key_id for t in settings.trusted} == {a.key_id, b.key_id}
+    monkeypatch.setenv("WHEELPROOF_FARM_TRUSTED", "")
+    assert FarmSettings.from_environment().trusted == ()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "w.pub").write_text("untrusted comment: minisign public key\nRWQ=\n")
+    (tmp_path / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
+    for source, message in (("old", "no *.pem builder public key"), ("bad.pem", "not a PEM public key"),
+                            ("missing.pem", "No such file")):
+        monkeypatch.setenv("WHEELPROOF_FARM_TRUSTED", str(tmp_path / source))
+        with pytest.raises(FarmError, match=f"WHEELPROOF_FARM_TRUSTED.*{message.replace('*', '[*]')}"):
+            FarmSettings.from_environment()
