@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from pipeline.export.ipfs.unixfs import V0_2015, cid_of_file
 from pipeline.export.snapshot import VERDICT_KEY, SnapshotRefused, render, select
 from pipeline.model.declaration import load
 from pipeline.realise.fetch import fetch
@@ -24,7 +25,7 @@ def published(world, decl, record):
         fetch(store, w, what=str(decl.path))
     out = select({decl.canonical_name: decl}, {decl.canonical_name: record},
                  lambda d, w: facts_for(store, w.sha256, w.filename).metadata or b"",
-                 lambda w: store.read_bytes(w.sha256))
+                 lambda w: str(cid_of_file(store.read_bytes(w.sha256), V0_2015)))
     tree = render(out, lambda a: store.verified_path(a.sha256), lambda w: store.read_bytes(w.metadata_sha256))
     return out, tree
 
