@@ -53,6 +53,8 @@ __all__ = ["CONDA_NAMES_FILE", "EPOCH", "CondaError", "CondaPackage", "NameMap",
 CONDA_NAMES_FILE = DECLARATIONS_DIR / "conda-names.toml"
 EPOCH = 946684800  # 2000-01-01T00:00:00Z: every timestamp in the channel (zip cannot say 1970)
 # conda's package-name rule (conda-build's `MatchSpec` names, lower-case here) and a version constraint
+# Bumped when convert() changes what it makes from the same inputs, so cached packages are made again.
+RECIPE = 2
 _CONDA_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,127}")
 _CONDA_VERSION_SPEC = re.compile(r"[0-9A-Za-z.*,<>=!~+_|-]{1,200}")
 _ZSTD_LEVEL = 10  # conda-build uses 16-19; 10 keeps `doit snapshot` quick at a few % in size
@@ -175,6 +177,18 @@ def _fix_zip_times(path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _dependency_names(path: Path) -> set[str]:
+    """The project names in a wheel's ``Requires-Dist`` (core metadata), as written."""
+    from packaging.metadata import Metadata
+
+    with zipfile.ZipFile(path) as zf:
+        metadata = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+        if len(metadata) != 1:
+            raise CondaError(f"{path.name}: expected one .dist-info/METADATA, found {len(metadata)}")
+        text = zf.read(metadata[0]).decode("utf-8")
+    return {r.name for r in Metadata.from_email(text, validate=False).requires_dist or []}
+
+
 def convert(wheel: ChannelWheel, names: NameMap, work: Path) -> CondaPackage:
     """One pure wheel → one reproducible ``noarch: python`` ``.conda`` (whl2conda + conda-package-handling)."""
     from conda_package_handling.conda_fmt import CondaFormat_v2
@@ -191,8 +205,11 @@ def convert(wheel: ChannelWheel, names: NameMap, work: Path) -> CondaPackage:
     shutil.copyfile(wheel.path, named)
     converter = Wheel2CondaConverter(named, out)
     converter.std_renames = dict(names.standard)  # the packaged table, never a per-user cache
+    # Each dependency by the name its wheel writes (``MarkupSafe``), so mixed-case and overridden names
+    # both become the channel's lower-case conda names.
+    written = {n: names.conda_name(n) for n in _dependency_names(wheel.path)}
     converter.dependency_rename = [DependencyRename.from_strings(re.escape(k), v) for k, v in
-                                   sorted(names.overrides.items())]
+                                   sorted(written.items()) if k != v]
     converter.package_name = name
     converter.out_format = CondaPackageFormat.TREE
     converter.build_number = 0
@@ -240,7 +257,8 @@ def _repodata(noarch: dict[str, bytes]) -> dict[str, bytes]:
 
 def _converter_key(wheel: ChannelWheel, name: str, names: NameMap) -> str:
     """What a package depends on: the wheel's bytes, the names and every tool and setting that packs it."""
-    return key_of("conda-package", wheel.sha256, wheel.filename, wheel.project, name, sorted(names.overrides.items()),
+    return key_of("conda-package", RECIPE, wheel.sha256, wheel.filename, wheel.project, name,
+                  sorted(names.overrides.items()),
                   importlib.metadata.version("whl2conda"), importlib.metadata.version("conda-package-handling"),
                   _ZSTD_LEVEL, EPOCH)
 
