@@ -251,3 +251,31 @@ def test_release_manifest_records_the_torrent(world, tmp_path):
     assert field["pieces_roots"] == info.pieces_roots
     assert field["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert CID.parse(manifest["root"]) == snap.root and os.path.basename(field["filename"]) == path.name
+
+
+def test_a_dependency_written_in_mixed_case_gets_the_channels_conda_name(tmp_path):
+    """``Requires-Dist: MarkupSafe >=2.0`` (jinja2 writes it so) becomes ``markupsafe >=2.0``: conda names
+    are lower case, and the channel's package for markupsafe is named so."""
+    import base64
+    import zipfile
+
+    from pipeline.export.conda import ChannelWheel, NameMap, convert, validate_depends
+
+    wheel = tmp_path / "mixed-1.0-py3-none-any.whl"
+    files = {
+        "mixed/__init__.py": b"X = 1\n",
+        "mixed-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: mixed\nVersion: 1.0\n"
+                                         b"Requires-Dist: MarkupSafe >=2.0\nRequires-Dist: Tiny_Lib\n",
+        "mixed-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    def digest(data: bytes) -> str:
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{n},{digest(d)},{len(d)}\n" for n, d in files.items()) + "mixed-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        zf.writestr("mixed-1.0.dist-info/RECORD", record)
+    pkg = convert(ChannelWheel("mixed", "1.0", wheel.name, wheel), NameMap({}, {}), tmp_path / "work")
+    assert {d.strip() for d in pkg.depends} == {"markupsafe >=2.0", "tiny-lib"}
+    assert validate_depends(pkg.depends, {"markupsafe", "tiny-lib"}, "mixed") == sorted(pkg.depends)
