@@ -48,7 +48,7 @@ from pipeline.model.errors import WheelproofError
 from pipeline.store.local import Store
 
 __all__ = ["CONDA_NAMES_FILE", "EPOCH", "CondaError", "CondaPackage", "NameMap", "ChannelWheel", "channel",
-           "convert", "load_names", "validate_depends"]
+           "closed", "convert", "load_names", "validate_depends"]
 
 CONDA_NAMES_FILE = DECLARATIONS_DIR / "conda-names.toml"
 EPOCH = 946684800  # 2000-01-01T00:00:00Z: every timestamp in the channel (zip cannot say 1970)
@@ -102,17 +102,36 @@ def load_names(path: Path = CONDA_NAMES_FILE) -> NameMap:
     return NameMap(overrides, standard, path)
 
 
-def validate_depends(depends: Iterable[str], known: set[str], where: str) -> list[str]:
-    """Every dependency is ``name[ constraint]`` with a conda name of this channel (or python)."""
+def validate_depends(depends: Iterable[str], where: str) -> list[str]:
+    """Every dependency is ``name[ constraint]`` with a conda name: the names, in order.
+
+    A dependency that is no plain conda name is refused before anything is packed: it could
+    otherwise escape ``noarch/`` or forge a repodata key.
+    """
     out = []
     for dep in depends:
         name, _, spec = dep.partition(" ")
-        if not _CONDA_NAME.fullmatch(name) or (spec and not _CONDA_VERSION_SPEC.fullmatch(spec)):
+        if not _CONDA_NAME.fullmatch(name) or (spec and not _CONDA_VERSION_SPEC.fullmatch(spec.strip())):
             raise CondaError(f"{where}: dependency {dep!r} is not a plain conda dependency")
-        if name != "python" and name not in known:
-            raise CondaError(f"{where}: dependency {name!r} is not a package of this channel")
-        out.append(dep)
+        out.append(name)
     return out
+
+
+def closed(requires: dict[str, list[str]]) -> tuple[set[str], dict[str, list[str]]]:
+    """The packages whose dependencies are all packages of the channel (or python), to a fixed point,
+    and for each package left out, what it lacks (a project with only platform wheels has no
+    ``noarch`` package, so neither does what depends on it)."""
+    kept, left_out = set(requires), {}
+    changed = True
+    while changed:
+        changed = False
+        for name in sorted(kept):
+            missing = sorted({d for d in requires[name] if d != "python" and d not in kept})
+            if missing:
+                kept.discard(name)
+                left_out[name] = missing
+                changed = True
+    return kept, left_out
 
 
 @dataclass(frozen=True)
@@ -298,8 +317,9 @@ def channel(wheels: list[ChannelWheel], names: NameMap | None = None,
             log: Callable[[str], None] = lambda m: None, store: Store | None = None) -> Tree:
     """The ``conda/`` subtree: ``noarch/<pkg>.conda`` for every pure wheel, repodata.json(.zst).
 
-    Every dependency must map into the channel; a name that is not a conda name is refused before
-    anything is packed (it could otherwise escape ``noarch/`` or forge a repodata key).
+    A name that is not a conda name is refused before anything is packed (it could otherwise escape
+    ``noarch/`` or forge a repodata key); a package whose dependencies are not all in the channel
+    (they have only platform wheels) is left out, and the log says why.
 
     With a ``store`` (and each wheel's ``sha256``), a wheel is converted once per content, converter
     version and name mapping: the package is kept in the store, its import in the DAG too
@@ -307,7 +327,8 @@ def channel(wheels: list[ChannelWheel], names: NameMap | None = None,
     """
     names = names or load_names()
     pure = [w for w in sorted(wheels, key=lambda w: w.filename) if _is_pure(w.filename)]
-    known = {names.conda_name(w.project) for w in pure}
+    requires: dict[str, list[str]] = {}
+    package_of: dict[str, str] = {}
     noarch: Tree = {}
     digests: dict[str, str] = {}
     converted = 0
@@ -319,18 +340,25 @@ def channel(wheels: list[ChannelWheel], names: NameMap | None = None,
                 pkg, digest = _cached_package(store, w, names, Path(tmp) / str(i))
             else:
                 pkg, digest = convert(w, names, Path(tmp) / str(i)), ""
-            validate_depends(pkg.depends, known, f"{w.filename} (conda package {pkg.name})")
+            requires[pkg.name] = validate_depends(pkg.depends, f"{w.filename} (conda package {pkg.name})")
             if pkg.filename in noarch:
                 raise CondaError(f"{w.filename}: two wheels make the conda package {pkg.filename}")
             noarch[pkg.filename] = pkg.data
             digests[pkg.filename] = digest
+            package_of[pkg.filename] = pkg.name
             converted += 1
+    kept, left_out = closed(requires)
+    for name, missing in sorted(left_out.items()):
+        log(f"conda: {name} left out of the channel: it needs {', '.join(missing)}, which has no noarch package")
+    noarch = {f: v for f, v in noarch.items() if package_of[f] in kept}
+    digests = {f: d for f, d in digests.items() if package_of[f] in kept}
     if store is not None:
         imports = FileImports(store, V1_2025)
         noarch = {f: imports.entry(d) for f, d in digests.items()}
         repodata = _cached_repodata(store, digests)
     else:
         repodata = _repodata({f: v for f, v in noarch.items() if isinstance(v, bytes)})
-    log(f"conda: {converted} noarch packages of {len(wheels)} wheels")
+    log(f"conda: {len(noarch)} noarch packages of {len(wheels)} wheels ({converted} pure, "
+        f"{converted - len(noarch)} left out)")
     subdir: Tree = {**noarch, **repodata}
     return {"noarch": subdir}

@@ -4,6 +4,7 @@ clear message and a non-zero exit, and nothing is written."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -27,10 +28,10 @@ def test_override_to_a_path_or_a_forged_name_is_refused(tmp_path):
         assert f"{names}: [names] six:" in str(e.value) and "is not a conda package name" in str(e.value)
 
 
-@pytest.mark.parametrize("dep", ['evil "x"', "../x >=1", "x >=1 [build=*]", "x >=1;rm", "not-in-channel >=1"])
+@pytest.mark.parametrize("dep", ['evil "x"', "../x >=1", "x >=1 [build=*]", "x >=1;rm"])
 def test_dependency_that_would_inject_into_repodata_is_refused(dep):
     with pytest.raises(CondaError) as e:
-        validate_depends([dep], {"six"}, "evil-1.0-py3-none-any.whl")
+        validate_depends([dep], "evil-1.0-py3-none-any.whl")
     assert str(e.value).startswith("evil-1.0-py3-none-any.whl: dependency")
 
 
@@ -51,19 +52,28 @@ def test_project_name_that_is_no_conda_name_is_refused(tmp_path):
         NameMap({}, {"six": "Bad Name"}).conda_name("six")
 
 
-def test_dependency_outside_the_set_is_refused(world):
-    """A wheel whose Requires-Dist names a project the channel does not have: no channel is made."""
+def test_a_package_whose_dependency_is_outside_the_channel_is_left_out_and_said_so(world):
+    """A wheel whose Requires-Dist names a project the channel does not have (in a real set: one with
+    only platform wheels) gets no package, nor does anything that needs it; the channel lists neither."""
     world.declare_tiny("lonely", "1.0", dependencies=["missing-project>=1"])
+    world.declare_tiny("needs-lonely", "1.0", dependencies=["lonely"])
     from pipeline.model.declaration import load_all
     from pipeline.realise.fetch import fetch
 
     decls = load_all(world.declarations)
     store = world.store
-    (w,) = decls["lonely"].wheels
-    fetch(store, w, what="x")
-    with pytest.raises(CondaError) as e:
-        conda.channel([ChannelWheel("lonely", "1.0", w.filename, store.verified_path(w.sha256))])
-    assert "dependency 'missing-project' is not a package of this channel" in str(e.value)
+    wheels = []
+    for name in ("lonely", "needs-lonely"):
+        (w,) = decls[name].wheels
+        fetch(store, w, what="x")
+        wheels.append(ChannelWheel(name, "1.0", w.filename, store.verified_path(w.sha256)))
+    said: list[str] = []
+    tree = conda.channel(wheels, log=said.append)
+    assert sorted(tree["noarch"]) == ["repodata.json", "repodata.json.zst"]
+    repodata = json.loads(tree["noarch"]["repodata.json"])  # type: ignore[arg-type]
+    assert repodata["packages.conda"] == {}
+    assert "conda: lonely left out of the channel: it needs missing-project, which has no noarch package" in said
+    assert "conda: needs-lonely left out of the channel: it needs lonely, which has no noarch package" in said
 
 
 def test_lock_for_an_unknown_environment_or_name_fails_cleanly(world, tmp_path):
