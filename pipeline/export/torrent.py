@@ -77,10 +77,27 @@ def unpack(store: Store, root: CID, dest: Path) -> Path:
     return top
 
 
+def _refuse_prefix_siblings(directory: Path) -> None:
+    """libtorrent 2.1 orders a hybrid torrent's v1 file list by whole path and its v2 file tree by name,
+    so a directory next to a sibling whose name extends it with a byte below ``/`` (``pydantic/`` and
+    ``pydantic-core/``) makes a torrent libtorrent itself refuses to load ("the v1 and v2 file metadata
+    does not match"). Say so, naming the pair, before spending the hashing."""
+    for here, dirs, files in os.walk(directory):
+        names = sorted(dirs + files)
+        for d in dirs:
+            clash = next((n for n in names if n != d and n.startswith(d) and n[len(d)] < "/"), None)
+            if clash is not None:
+                rel = Path(here).relative_to(directory.parent)
+                raise TorrentError(f"{rel / d}/ and {rel / clash}: libtorrent cannot make a hybrid v1+v2 torrent "
+                                   "of a directory beside a sibling whose name extends it (its v1 and v2 file "
+                                   "orders differ); see docs/formats.md")
+
+
 def make(directory: Path, web_seed: str) -> bytes:
     """The hybrid v1+v2 torrent of ``directory`` (its name is the directory's name)."""
     import libtorrent as lt
 
+    _refuse_prefix_siblings(directory)
     fs = lt.file_storage()
     lt.add_files(fs, str(directory))
     if fs.num_files() == 0:

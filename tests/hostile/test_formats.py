@@ -103,3 +103,18 @@ def test_lock_refuses_a_closure_that_leaves_the_snapshot():
     with pytest.raises(pylock.LockError) as e:
         pylock.lock({"a": [wheel]}, ["a"], env)
     assert str(e.value) == "b (required by a) is not in this snapshot"
+
+
+def test_a_tree_libtorrent_cannot_make_a_hybrid_torrent_of_is_refused_naming_the_pair(tmp_path):
+    """``simple/pydantic/`` beside ``simple/pydantic-core/``: libtorrent 2.1 would write a torrent it then
+    refuses to load; we refuse first, naming both, before hashing anything."""
+    from pipeline.export import torrent
+
+    top = tmp_path / "bafyroot"
+    (top / "simple" / "pydantic").mkdir(parents=True)
+    (top / "simple" / "pydantic-core").mkdir()
+    (top / "simple" / "pydantic" / "index.html").write_text("x")
+    (top / "simple" / "pydantic-core" / "index.html").write_text("y")
+    with pytest.raises(torrent.TorrentError) as e:
+        torrent.make(top, "http://127.0.0.1:8080/ipfs/")
+    assert "bafyroot/simple/pydantic/ and bafyroot/simple/pydantic-core" in str(e.value)
