@@ -26,13 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 from _common import DOIT, REPO
-from check_scale import generate
+from check_scale import generate, parse_time
 
 from pipeline.model.records import ArtifactRef, BuildRecord, LogRef, OutputWheel, encode
 from pipeline.realise.evaluation import Evaluation
@@ -75,13 +74,6 @@ def timed(args: list[str], env: dict[str, str], cwd: Path = REPO) -> Timing:
     if proc.returncode != 0:
         raise SystemExit(f"doit {' '.join(args)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return Timing(wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-
-
-def parse_time(files: list[Path]) -> Timing:
-    t, c = time.perf_counter(), time.process_time()
-    for f in files:
-        tomllib.loads(f.read_text(encoding="utf-8"))
-    return Timing(time.perf_counter() - t, time.process_time() - c)
 
 
 TRIVIAL_DODO = """
@@ -127,8 +119,7 @@ def main() -> None:
             raise SystemExit(f"not a no-op: {len(ran)} tasks ran, e.g. {ran[0]}")
         build = _median([timed([*doit_db, "build"], env) for _ in range(args.runs)])
         listing = _median([timed(["list", "--all", *doit_db], env) for _ in range(args.runs)])
-        files = sorted(root.glob("*/*.toml"))
-        parse = _median([parse_time(files) for _ in range(args.runs)])
+        parse = _median([Timing(*parse_time(root)) for _ in range(args.runs)])
         floor = doit_floor(Path(tmp), built, args.runs)
     print(f"first doit build (cold evaluation cache and index): {first.wall:.2f}s", file=sys.stderr)
     print(f"wall-clock (this machine is shared; see cpu): build {build.wall:.2f} s, list {listing.wall:.2f} s, "
