@@ -64,14 +64,13 @@ def nodes(kind: str) -> list[Node]:
 
 @cache
 def _done_index(kind: str) -> RefIndex:
-    from pipeline.model.records import BUILD_KIND, BuildRecord, TestRecord, check_ref, decode
+    from pipeline.model.records import BUILD_KIND, BuildRecord, TestRecord
 
     def done(name: str, digest: str) -> bool:
-        where = f"{store().root}/refs/{kind}/{name}"
-        doc = store().read_json(digest)
-        if kind == BUILD_KIND:
-            return check_ref(decode(BuildRecord, doc, where), name, where).succeeded
-        return check_ref(decode(TestRecord, doc, where), name, where).succeeded
+        record: BuildRecord | TestRecord | None = (
+            store().read_record(BuildRecord, kind, name, digest) if kind == BUILD_KIND
+            else store().read_record(TestRecord, kind, name, digest))
+        return record is not None and record.succeeded
 
     return RefIndex(store(), kind, done)
 

@@ -35,8 +35,6 @@ from pipeline.model.records import (
     BuildRecord,
     LogRef,
     OutputWheel,
-    check_ref,
-    decode,
     encode,
 )
 from pipeline.model.target import build_target, host_facts, target_file
@@ -118,11 +116,7 @@ def derivation(decl: Declaration) -> Derivation:
 
 def load_record(store: Store, drv_id: str) -> BuildRecord | None:
     """The build record of derivation ``drv_id``, checked field by field and against the ref's name."""
-    digest = store.get_ref(RECORD_KIND, drv_id)
-    if digest is None:
-        return None
-    where = f"{store.root}/refs/{RECORD_KIND}/{drv_id}"
-    return check_ref(decode(BuildRecord, store.read_json(digest), where), drv_id, where)
+    return store.read_record(BuildRecord, RECORD_KIND, drv_id)
 
 
 def is_built(store: Store, decl: Declaration) -> bool:

@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.derivation import builder_digest, canonical_json
 from pipeline.model.errors import WheelproofError
-from pipeline.model.records import TEST_KIND, LogRef, TestRecord, check_ref, decode, encode
+from pipeline.model.records import TEST_KIND, LogRef, TestRecord, encode
 from pipeline.model.target import build_target, target_file
 from pipeline.realise.fetch import fetch
 from pipeline.realise.rebuild import (
@@ -135,11 +135,7 @@ def load_result(store: Store, p: TestPlan) -> TestRecord | None:
 
 def load_result_by_id(store: Store, test_id: str) -> TestRecord | None:
     """The test record of a plan, checked field by field and against the ref's name."""
-    digest = store.get_ref(TEST_KIND, test_id)
-    if digest is None:
-        return None
-    where = f"{store.root}/refs/{TEST_KIND}/{test_id}"
-    return check_ref(decode(TestRecord, store.read_json(digest), where), test_id, where)
+    return store.read_record(TestRecord, TEST_KIND, test_id)
 
 
 def judge_failures(expected: tuple[str, ...], failed: list[str]) -> tuple[str, str | None]:

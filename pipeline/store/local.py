@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import zstandard
 
@@ -65,6 +65,7 @@ STORE_ENV = "WHEELPROOF_STORE"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+R = TypeVar("R", bound=BuildRecord | TestRecord | SnapshotRecord)
 _RECORD_TYPES: dict[str, type[BuildRecord] | type[TestRecord] | type[SnapshotRecord]] = {
     BUILD_KIND: BuildRecord, TEST_KIND: TestRecord, SNAPSHOT_KIND: SnapshotRecord}
 _REF_NAME = re.compile(r"^[A-Za-z0-9._@+-][A-Za-z0-9._@+=-]*$")
@@ -437,11 +438,19 @@ class Store:
                     problems.append(FsckProblem(self.refs / kind / name, problem))
         return problems
 
+    def read_record(self, record_type: type[R], kind: str, name: str, digest: str | None = None) -> R | None:
+        """The record behind ``refs/<kind>/<name>`` (or at ``digest``, already read from that ref), checked
+        field by field and refused if it was made for another id than the ref names; None without a ref."""
+        digest = digest if digest is not None else self.get_ref(kind, name)
+        if digest is None:
+            return None
+        where = f"{self.root}/refs/{kind}/{name}"
+        return check_ref(decode(record_type, self.read_json(digest), where), name, where)
+
     def _record_problem(self, kind: str, name: str, digest: str) -> str | None:
         """Why the record behind ``refs/<kind>/<name>`` is malformed or another id's, if it is."""
-        where = f"refs/{kind}/{name}"
         try:
-            check_ref(decode(_RECORD_TYPES[kind], self.read_json(digest), where), name, where)
+            self.read_record(_RECORD_TYPES[kind], kind, name, digest)
         except (IntegrityError, ValueError, zstandard.ZstdError) as e:
             return f"bad record: {e}"
         return None
