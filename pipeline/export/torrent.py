@@ -27,7 +27,7 @@ from pipeline.export.derived import DerivedCache, key_of
 from pipeline.export.ipfs.gateway import DagReader
 from pipeline.export.ipfs.multiformats import CID
 from pipeline.model.errors import WheelproofError
-from pipeline.store.local import Store
+from pipeline.store.local import Store, atomic_write
 
 __all__ = ["PIECE_LENGTH", "CREATOR", "TorrentError", "TorrentInfo", "make", "read", "release_field",
            "release_field_beside", "torrent_path", "unpack", "write"]
@@ -152,13 +152,7 @@ def write(store: Store, root: CID, gateway: str) -> tuple[Path, TorrentInfo]:
     with tempfile.TemporaryDirectory(prefix="torrent-", dir=store.tmp) as tmp:
         top = unpack(store, root, Path(tmp))
         data = make(top, seed)
-    path.parent.mkdir(exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix="torrent-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_name, path)
+    atomic_write(path, data)  # whole or nothing; a full disk is a StoreError naming the file
     cache.put(key, {"sha256": hashlib.sha256(data).hexdigest()})
     return path, read(data)
 
