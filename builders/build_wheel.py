@@ -127,7 +127,19 @@ def _within(total: int, archive_size: int, max_bytes: int, max_ratio: int, name:
         raise SystemExit(f"wheelproof: {name} unpacks to over {max_ratio} times its size (a decompression bomb?)")
 
 
-def extract_sdist(sdist: Path, dest: Path, max_bytes: int = MAX_EXTRACT, max_ratio: int = MAX_RATIO) -> Path:
+def keep_modes_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+    """tarfile's ``data`` filter, but keeping the archive's permission bits (group write included):
+    the modes upstream's checkout had, which a setuptools wheel records (condition ``modes = "sdist"``).
+    Set-id and sticky bits still go; the owner keeps read and write."""
+    filtered = tarfile.data_filter(member, path)
+    if filtered is None or not (member.isreg() or member.isdir()):
+        return filtered
+    floor = 0o700 if member.isdir() else 0o600
+    return filtered.replace(mode=(member.mode & 0o777) | floor, deep=False)
+
+
+def extract_sdist(sdist: Path, dest: Path, max_bytes: int = MAX_EXTRACT, max_ratio: int = MAX_RATIO,
+                  keep_modes: bool = False) -> Path:
     """Unpack one sdist, stopping before the unpacked size passes ``max_bytes`` or ``max_ratio``."""
     dest.mkdir(parents=True, exist_ok=True)
     size = sdist.stat().st_size
@@ -143,11 +155,33 @@ def extract_sdist(sdist: Path, dest: Path, max_bytes: int = MAX_EXTRACT, max_rat
             for member in tf:  # checked from its header before its data is read
                 total += max(member.size, 0)
                 _within(total, size, max_bytes, max_ratio, sdist.name)
-                tf.extract(member, dest, filter="data")
+                tf.extract(member, dest, filter=keep_modes_filter if keep_modes else "data")
     entries = [p for p in dest.iterdir()]
     if len(entries) != 1 or not entries[0].is_dir():
         raise SystemExit(f"sdist {sdist.name} does not hold exactly one top-level directory")
     return entries[0]
+
+
+def freeze_clock(clock: int, faketime: str | None, scratch: Path) -> None:
+    """Run the backend (a child process) at a frozen clock, as upstream's build ran at its time.
+
+    libfaketime freezes what every process reads from the clock. The kernel, not libc, stamps the files
+    a process writes, so the ``frozen_clock`` start-up hook (builders/frozen_clock/sitecustomize.py) makes
+    ``os.stat`` report the frozen time for files written from now on; files from the sdist keep theirs.
+    """
+    if not faketime:
+        raise SystemExit("wheelproof: --clock needs --faketime (the libfaketime library)")
+    marker = scratch / ".clock-start"
+    marker.write_bytes(b"")
+    since = os.stat(marker).st_mtime_ns  # the kernel's clock: what files written from now on carry
+    marker.unlink()
+    os.environ.update({
+        "LD_PRELOAD": faketime, "FAKETIME_FMT": "%s", "FAKETIME": str(clock),
+        "WHEELPROOF_CLOCK": str(clock), "WHEELPROOF_CLOCK_SINCE": str(since),
+        "PYTHONPATH": str(Path(__file__).resolve().parent / "frozen_clock"),
+    })
+    print(f"wheelproof: backend clock frozen at {clock} ({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(clock))})",
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="requires/wheel: PEP 517 config_settings, as a JSON object")
     ap.add_argument("--max-extract", type=int, default=MAX_EXTRACT, help="prepare: bytes the sdist may unpack to")
     ap.add_argument("--max-ratio", type=int, default=MAX_RATIO, help="prepare: unpacked/archive size ratio")
+    ap.add_argument("--keep-modes", action="store_true", help="prepare: keep the sdist's permission bits")
+    ap.add_argument("--clock", type=int, help="wheel/requires: freeze the backend's clock at this epoch second")
+    ap.add_argument("--faketime", help="with --clock: the libfaketime library to preload")
     args = ap.parse_args(argv)
     os.umask(args.umask)
     started = time.monotonic()
@@ -176,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             install_wheel(wheel, tools, tools / "bin")
         env = IsolatedEnv.create(env_dir, sorted((inputs / "wheels").glob("*.whl")))
         (sdist,) = sorted((inputs / "sdist").iterdir())
-        srcdir = extract_sdist(sdist, Path(args.extract), args.max_extract, args.max_ratio)
+        srcdir = extract_sdist(sdist, Path(args.extract), args.max_extract, args.max_ratio, args.keep_modes)
         result["top"] = srcdir.name
         print(f"wheelproof: prepared {sdist.name}: {len(list(env.site.iterdir()))} entries in the build env",
               flush=True)
@@ -186,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         from build import ProjectBuilder  # the pinned frontend, not the host's
 
         env = IsolatedEnv(env_dir)
+        if args.clock is not None:
+            freeze_clock(args.clock, args.faketime, out)
         os.environ["PATH"] = f"{env.scripts}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
         srcdir = Path(args.srcdir)
         builder = ProjectBuilder(srcdir, python_executable=env.python)

@@ -64,6 +64,33 @@ def _update(args: argparse.Namespace) -> int:
     return 1 if report.refused else 0
 
 
+def _conditions(args: argparse.Namespace) -> int:
+    from packaging.utils import canonicalize_name
+
+    from pipeline.cli import tasks
+    from pipeline.realise.conditions import infer_for, write_conditions
+
+    decls = tasks.declarations()
+    names = [canonicalize_name(n) for n in args.names] or sorted(decls)
+    unknown = [n for n in names if n not in decls]
+    if unknown:
+        raise WheelproofError(f"no declaration named {', '.join(unknown)} under {tasks.DECLARATIONS_DIR}")
+    changed = 0
+    for name in names:
+        change = infer_for(decls[name], tasks.store(), log=lambda line: None)
+        mark = "changed" if change.changed else "same"
+        print(f"{name}: {change.inferred.describe() or 'none'} ({mark})")
+        for key, text in change.inferred.evidence:
+            print(f"    {key}: {text}")
+        if change.changed:
+            changed += 1
+            if args.write:
+                write_conditions(decls[name], change.inferred)
+    verb = "written" if args.write else "differ from the declarations (--write writes them)"
+    print(f"conditions: {len(names)} declarations, {changed} {verb}")
+    return 1 if changed and not args.write else 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from pipeline.cli import tasks
 
@@ -342,6 +369,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "worker": (_worker, "run a build farm worker (Dask) for the scheduler at tcp://HOST:PORT"),
     "update": (_update, "re-declare NAME... (default: all) at newer releases older than --min-age days, "
                         "refused if check then fails"),
+    "conditions": (_conditions, "infer NAME...'s (default: all) build conditions from upstream's wheel and sdist; "
+                                "--write puts them in [build.conditions]"),
     "log": (_log, "print the build log (--test: the test log; --diff: the comparison) of NAME's current derivation"),
 }
 
@@ -365,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--min-age", type=float, default=0, metavar="DAYS",
                            help="only releases uploaded at least DAYS ago (PEP 700 upload-time)")
             p.add_argument("--index-url", default=None)
+        elif name == "conditions":
+            p.add_argument("names", nargs="*", metavar="NAME")
+            p.add_argument("--write", action="store_true", help="write what changed into the declarations")
         elif name == "log":
             p.add_argument("name")
             p.add_argument("--test", action="store_true", help="the test run's log")

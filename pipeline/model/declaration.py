@@ -26,6 +26,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from pipeline.model import limits
+from pipeline.model.conditions import BuildConditions, parse_conditions
 from pipeline.model.errors import DeclarationError, Problem
 from pipeline.model.filenames import archive_problem, sdist_problem, wheel_problem
 from pipeline.model.limits import DEFAULT_LIMITS, Limits, parse_limits
@@ -84,6 +85,8 @@ class BuildSpec:
     limits: Limits = DEFAULT_LIMITS  # [build.limits]: raised with a reason (pipeline/model/limits.py)
     # [build] config-settings: PEP 517 config_settings passed to the backend (a value is a str or a list of str)
     config_settings: tuple[tuple[str, str | tuple[str, ...]], ...] = ()
+    # [build.conditions]: how upstream built its wheel, reproduced (pipeline/model/conditions.py)
+    conditions: BuildConditions = BuildConditions()
 
     def config_settings_json(self) -> dict[str, str | list[str]]:
         """The PEP 517 ``config_settings`` dict, as the frontend passes it to the backend's hooks."""
@@ -389,7 +392,7 @@ def _reasoned(r: _Reader, t: dict[str, Any], key: str, fpath: FieldPath) -> tupl
 def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
     fp: FieldPath = ("build",)
     r.check_keys(t, ["backend", "backend-path", "requires", "generator", "source-date-epoch", "inputs",
-                     "extra-inputs", "environment", "limits", "config-settings"], fp)
+                     "extra-inputs", "environment", "limits", "config-settings", "conditions"], fp)
     backend = r.get(t, "backend", str, fp)
     backend_path = r.str_list(t, "backend-path", fp)
     for i, entry in enumerate(backend_path):
@@ -427,10 +430,11 @@ def _build(r: _Reader, t: dict[str, Any]) -> BuildSpec | None:
         r.problem(fp + ("inputs",), f"more than one input wheel of project {n}")
     run_limits = parse_limits(t["limits"], r.problem, fp + ("limits",)) if "limits" in t else DEFAULT_LIMITS
     config_settings = _config_settings(r, t, fp)
+    conditions = parse_conditions(r.table(t, "conditions", fp, required=False), r.problem, fp + ("conditions",))
     if backend is None or sde is None:
         return None
     return BuildSpec(backend, tuple(backend_path), tuple(requires), generator, sde, tuple(inputs), tuple(extra),
-                     tuple(sorted(env, key=lambda e: e.name)), run_limits, config_settings)
+                     tuple(sorted(env, key=lambda e: e.name)), run_limits, config_settings, conditions)
 
 
 def _test(r: _Reader, t: dict[str, Any]) -> TestSpec:

@@ -94,7 +94,7 @@ class Derivation:
         b = self.decl.build
         upstream = self.decl.wheel_for_build()
         return {
-            "schema": 2,
+            "schema": 3,
             "name": self.decl.canonical_name,
             "version": self.decl.version,
             "sdist": {"filename": self.decl.sdist.filename, "sha256": self.decl.sdist.sha256},
@@ -110,6 +110,7 @@ class Derivation:
             "target": self.target.to_json(),
             "sandbox": {"mode": self.sandbox_spec.mode, "spec": self.sandbox_spec.digest},
             "limits": b.limits.to_json(),
+            "conditions": b.conditions.declared(),
         }
 
     @property

@@ -7,6 +7,9 @@ host that computes it. The target is declared once, in the ``[build]`` table of
     [build]
     target = "cp311-manylinux-x86_64"   # one of the supported environments (pythons × platforms)
 
+It may also pin ``zlib = "1.2.13"``: the zlib the build interpreter links is a hidden input (zlib-ng,
+for one, does not write the same deflate stream), so a builder whose zlib is another refuses to build.
+
 It names a supported environment (``cp<major><minor>-<platform name>``, PEP 425's interpreter tag and a
 ``[[platforms]]`` name) whose platform kind is ``manylinux`` (the sandbox is Linux). What may differ
 between honest builders of that target (the interpreter's patch release, the kernel, the C library, the
@@ -25,6 +28,7 @@ import platform
 import re
 import sys
 import tomllib
+import zlib
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -48,6 +52,7 @@ class BuildTarget:
     platform: str        # "manylinux-x86_64" (a [[platforms]] name)
     machine: str         # "x86_64" (platform.machine())
     system: str          # "linux" (sys.platform)
+    zlib: str | None = None  # zlib.ZLIB_RUNTIME_VERSION every builder must link, when declared
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
@@ -60,6 +65,10 @@ class BuildTarget:
             return (f"this builder runs {host.implementation} {host.python} on {host.system} {host.machine}, "
                     f"but the declared build target is {self.name} ({self.implementation} {self.python} on "
                     f"{self.system} {self.machine}); build with that interpreter or change [build] target")
+        if self.zlib is not None and host.zlib != self.zlib:
+            return (f"this builder's interpreter links zlib {host.zlib or '(unknown)'}, but the declared build "
+                    f"target pins zlib {self.zlib} (another zlib writes other deflate streams); build with an "
+                    "interpreter linking that zlib or change [build] zlib")
         return None
 
 
@@ -73,6 +82,7 @@ class HostFacts:
     machine: str
     kernel: str          # uname -r
     libc: str
+    zlib: str = ""       # zlib.ZLIB_RUNTIME_VERSION of the interpreter that builds
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
@@ -81,7 +91,7 @@ class HostFacts:
 def host_facts() -> HostFacts:
     return HostFacts(sys.implementation.name, platform.python_version(), sys.platform,
                      _MACHINE_ALIASES.get(platform.machine().lower(), platform.machine()), platform.release(),
-                     "-".join(platform.libc_ver()))
+                     "-".join(platform.libc_ver()), zlib.ZLIB_RUNTIME_VERSION)
 
 
 def target_file(root: Path | None = None) -> Path:
@@ -130,4 +140,8 @@ def _load(path: Path, _stamp: int) -> BuildTarget:
     if spec.get("kind") != "manylinux" or not isinstance(spec.get("arch"), str):
         raise bad(f"{name!r}: rebuilds run in a Linux sandbox; the target must be a manylinux platform", line)
     arch: str = spec["arch"]
-    return BuildTarget(name, "cpython", python, plat, _MACHINE_ALIASES.get(arch, arch), "linux")
+    pinned_zlib = build.get("zlib") if isinstance(build, dict) else None
+    if pinned_zlib is not None and (not isinstance(pinned_zlib, str) or not re.fullmatch(r"[0-9][0-9A-Za-z.+-]{0,40}",
+                                                                                          pinned_zlib)):
+        raise bad(f"zlib = {pinned_zlib!r} is not a zlib version such as \"1.2.13\"")
+    return BuildTarget(name, "cpython", python, plat, _MACHINE_ALIASES.get(arch, arch), "linux", pinned_zlib)

@@ -41,6 +41,7 @@ from packaging.utils import canonicalize_name, parse_sdist_filename
 from packaging.version import Version
 
 from pipeline.model import environments
+from pipeline.model.conditions import BuildConditions
 from pipeline.model.declaration import (
     DECLARATIONS_DIR,
     SCHEMA,
@@ -72,6 +73,7 @@ from pipeline.realise.choose import Release, candidates, choose_release
 from pipeline.realise.fetch import fetch
 from pipeline.realise.index import IndexFile, SimpleIndex
 from pipeline.store.local import Store, atomic_write
+from pipeline.wheel.conditions import infer_conditions, read_sdist_files, read_wheel_members
 
 GENERATOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*\(?\s*v?(\d[^\s)]*)\)?")
 # The project whose version a WHEEL "Generator:" name reports.
@@ -359,6 +361,10 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
     except IndexError_ as e:
         log(f"note: pinning the generator failed ({e}); resolving without the pin")
         resolved = resolve(requires, index, before)
+    conditions = infer_conditions(read_wheel_members(store.verified_path(upstream.sha256)),
+                                  read_sdist_files(store.verified_path(sdist.sha256), sdist.filename))
+    log(f"{name} {version}: build conditions {conditions.describe() or 'none'} (inferred from the upstream wheel "
+        "and sdist; evidence in [build.conditions.evidence])")
     extra_inputs = existing.build.extra_inputs if existing else ()
     environment = existing.build.environment if existing else ()
     settings = existing.build.config_settings if existing else ()
@@ -366,7 +372,7 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         build = BuildSpec(build_system["build-backend"], tuple(build_system.get("backend-path", [])),
                           tuple(requires), facts.generator, facts.source_date_epoch,
                           tuple(r.artifact for r in resolved), extra_inputs, environment,
-                          existing.build.limits if existing else DEFAULT_LIMITS, settings)
+                          existing.build.limits if existing else DEFAULT_LIMITS, settings, conditions)
         decl = replace(provisional, requires_python=facts.requires_python,
                        extras=tuple(c.name for c in choices if c.offered),
                        dependencies=tuple(facts.dependencies), build=build, no_rebuild=no_rebuild)
@@ -436,6 +442,22 @@ def _header(decl: Declaration) -> str:
     return f"# {decl.name} {decl.version}: written by `python -m pipeline declare`; review before committing."
 
 
+def set_conditions(build: Any, conditions: BuildConditions) -> None:
+    """Write ``[build.conditions]`` (and its evidence) into a tomlkit ``[build]`` table, or drop it."""
+    if "conditions" in build:
+        del build["conditions"]
+    if not conditions.declared():
+        return
+    table = tomlkit.table()
+    for key, value in conditions.declared().items():
+        table[key] = value
+    evidence = tomlkit.table()
+    for key, text in conditions.evidence:
+        evidence[key] = text
+    table["evidence"] = evidence
+    build["conditions"] = table
+
+
 def write(decl: Declaration, existing_path: Path | None = None, resolved_before: str | None = None,
           extras: Sequence[ExtraChoice] | None = None) -> None:
     """Write ``decl`` as TOML, editing an existing file in place so comments and order survive.
@@ -481,6 +503,7 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
     if resolved_before:
         build["source-date-epoch"].comment(f"newest timestamp in the upstream wheel; inputs as of {resolved_before}")
     build["inputs"] = _aot(b.inputs)
+    set_conditions(build, b.conditions)
     doc["build"] = build
     if decl.no_rebuild is not None:
         doc["rebuild"] = False

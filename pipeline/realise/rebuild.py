@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pipeline.model.conditions import tz_string
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.derivation import BUILDERS_DIR, Derivation, SandboxSpec, canonical_json, toolchain
 from pipeline.model.errors import WheelproofError
@@ -150,11 +151,41 @@ def fetch_inputs(store: Store, decl: Declaration, log: Callable[[str], None]) ->
 
 
 def sandbox_environment(decl: Declaration, variation: Variation | None = None) -> dict[str, str]:
+    """The build's environment: the fixed base, the declared conditions, then the declared overrides."""
     variation = variation or PRIMARY
-    env = {**BASE_ENVIRONMENT, "SOURCE_DATE_EPOCH": str(decl.build.source_date_epoch),
-           "PYTHONHASHSEED": variation.hash_seed}
+    conditions = decl.build.conditions
+    env = {**BASE_ENVIRONMENT, "PYTHONHASHSEED": variation.hash_seed}
+    if not conditions.keeps_sdist_mtimes:
+        env["SOURCE_DATE_EPOCH"] = str(decl.build.source_date_epoch)
+    if conditions.utc_offset is not None:
+        env["TZ"] = tz_string(conditions.utc_offset)
     env.update({e.name: e.value for e in decl.build.environment})
     return env
+
+
+FAKETIME_GLOB = "/usr/lib/*/faketime/libfaketime.so.1"
+
+
+def faketime_library() -> Path:
+    """Debian's libfaketime (package ``faketime``), preloaded into the backend for a frozen clock."""
+    import glob
+
+    found = sorted(glob.glob(FAKETIME_GLOB))
+    if not found:
+        raise WheelproofError(f"a declared [build.conditions] clock needs libfaketime ({FAKETIME_GLOB}); "
+                              "install Debian's faketime package (make setup does)")
+    return Path(found[0])
+
+
+def condition_options(decl: Declaration, variation: Variation) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The builder's options for the declared conditions: (prepare's, the build phase's)."""
+    conditions = decl.build.conditions
+    umask = ("--umask", conditions.umask_value(variation.umask))
+    prepare = umask + (("--keep-modes",) if conditions.modes == "sdist" else ())
+    build = umask
+    if conditions.clock is not None:
+        build += ("--clock", str(conditions.clock), "--faketime", str(faketime_library()))
+    return prepare, build
 
 
 @dataclass
@@ -255,14 +286,14 @@ def run_builder(store: Store, decl: Declaration, variation: Variation, workroot:
     ws.stage(store, "sdist", [decl.sdist])
     ws.stage(store, "wheels", decl.build.all_inputs)
     ws.stage(store, "tools", toolchain())
-    umask = ("--umask", variation.umask)
-    status, prepared = ws.prepare(*umask, *extract_limits(decl.build.limits))
+    prepare_options, build_options = condition_options(decl, variation)
+    status, prepared = ws.prepare(*prepare_options, *extract_limits(decl.build.limits))
     result: dict[str, Any] = {"prepare": prepared}
     wheel = None
     if status == 0:
         settings = decl.build.config_settings_json()
         extra = ("--config-settings", json.dumps(settings, sort_keys=True)) if settings else ()
-        status, built = ws.run(phase, prepared["top"], variation.build_root, *umask, *extra)
+        status, built = ws.run(phase, prepared["top"], variation.build_root, *build_options, *extra)
         result.update(built)
         if status == 0 and phase == "wheel":
             wheel = ws.take_wheel(built.get("wheel"))

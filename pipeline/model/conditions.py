@@ -1,0 +1,157 @@
+"""Build conditions: how upstream built its wheel, declared so a rebuild can reproduce it bit for bit.
+
+A wheel's bytes depend on more than its sources: the backend stamps members with file mtimes or
+``SOURCE_DATE_EPOCH``, converts them in the build machine's time zone (``zipfile.ZipInfo.from_file``
+uses local time), takes permission bits from the filesystem (so the umask leaks in) and reads the
+clock for files it generates. ``[build.conditions]`` states those conditions as reviewable data, each
+with the evidence it was inferred from (``pipeline/wheel/conditions.py`` infers them in ``declare``)::
+
+    [build.conditions]
+    timestamps = "sdist"          # SOURCE_DATE_EPOCH unset: files keep the sdist's mtimes
+    utc-offset = 120              # the build machine's zone, minutes east of UTC (TZ in the sandbox)
+    umask = "022"                 # the umask of the checkout and the build
+    modes = "sdist"               # extracted files keep the sdist's permission bits (g+w included)
+    clock = 1793531978            # a frozen clock for the backend (libfaketime) and the files it writes
+
+    [build.conditions.evidence]
+    timestamps = "47 of 47 members found in the sdist carry its mtime (2 s zip resolution)"
+    ...
+
+The conditions are hashed into the derivation (they change the output); the rebuilt bytes are
+exactly what the backend wrote under them. Absent, a build runs as before: ``SOURCE_DATE_EPOCH`` from
+``[build] source-date-epoch``, ``TZ=UTC``, umask 022, the sdist's modes as ``tarfile``'s ``data``
+filter leaves them, the real clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.model.limits import ZIP_EPOCH_MAX, ZIP_EPOCH_MIN
+
+__all__ = ["CONDITION_KEYS", "TIMESTAMPS", "BuildConditions", "parse_conditions", "tz_string"]
+
+TIMESTAMPS = ("source-date-epoch", "sdist")
+MODES = ("filtered", "sdist")
+CONDITION_KEYS = ("timestamps", "utc-offset", "umask", "modes", "clock")
+MIN_OFFSET, MAX_OFFSET = -12 * 60, 14 * 60  # the zones in use (UTC-12 .. UTC+14)
+
+FieldPath = tuple[str | int, ...]
+Report = Callable[[FieldPath, str], None]
+
+
+@dataclass(frozen=True)
+class BuildConditions:
+    """``[build.conditions]``: each field ``None`` when not declared (the default applies)."""
+
+    timestamps: str | None = None   # "source-date-epoch" (default) or "sdist"
+    utc_offset: int | None = None   # minutes east of UTC
+    umask: str | None = None        # three octal digits, e.g. "022"
+    modes: str | None = None        # "filtered" (default) or "sdist"
+    clock: int | None = None        # seconds since the epoch, frozen for the backend
+    evidence: tuple[tuple[str, str], ...] = ()  # (condition key, why it was inferred)
+
+    def declared(self) -> dict[str, str | int]:
+        """The declared conditions by their TOML key (what the derivation hashes)."""
+        values: dict[str, str | int | None] = {
+            "timestamps": self.timestamps, "utc-offset": self.utc_offset, "umask": self.umask,
+            "modes": self.modes, "clock": self.clock}
+        return {k: v for k, v in values.items() if v is not None}
+
+    @property
+    def keeps_sdist_mtimes(self) -> bool:
+        return self.timestamps == "sdist"
+
+    def umask_value(self, default: str) -> str:
+        return self.umask if self.umask is not None else default
+
+    def describe(self) -> str:
+        """One line for a verdict: which conditions the build ran under."""
+        parts = []
+        if self.timestamps == "sdist":
+            parts.append("sdist mtimes")
+        if self.utc_offset:
+            parts.append(f"TZ {tz_label(self.utc_offset)}")
+        if self.umask is not None:
+            parts.append(f"umask {self.umask}")
+        if self.modes == "sdist":
+            parts.append("sdist modes")
+        if self.clock is not None:
+            parts.append(f"frozen clock {self.clock}")
+        return ", ".join(parts)
+
+
+def tz_label(offset: int) -> str:
+    sign = "+" if offset >= 0 else "-"
+    return f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
+
+
+def tz_string(offset: int) -> str:
+    """A POSIX ``TZ`` value for a fixed offset (POSIX counts west as positive, hence the sign flip)."""
+    west = -offset
+    sign = "-" if west < 0 else "+"
+    return f"<{tz_label(offset)}>{sign}{abs(west) // 60:02d}:{abs(west) % 60:02d}"
+
+
+def parse_conditions(table: dict[str, Any], problem: Report, fp: FieldPath) -> BuildConditions:
+    """``[build.conditions]`` checked key by key; every problem is reported at its field."""
+    for key in table:
+        if key not in (*CONDITION_KEYS, "evidence"):
+            problem(fp + (key,), f"unknown condition; expected one of {', '.join(CONDITION_KEYS)}, evidence")
+    timestamps = _choice(table, "timestamps", TIMESTAMPS, problem, fp)
+    modes = _choice(table, "modes", MODES, problem, fp)
+    offset = _int(table, "utc-offset", MIN_OFFSET, MAX_OFFSET, problem, fp)
+    if offset is not None and offset % 15:
+        problem(fp + ("utc-offset",), f"must be a multiple of 15 minutes, got {offset}")
+        offset = None
+    clock = _int(table, "clock", ZIP_EPOCH_MIN, ZIP_EPOCH_MAX, problem, fp)
+    umask = table.get("umask")
+    if umask is not None and (not isinstance(umask, str) or len(umask) != 3
+                              or any(c not in "01234567" for c in umask)):
+        problem(fp + ("umask",), f'must be three octal digits as a string, e.g. "022"; got {umask!r}')
+        umask = None
+    conditions = BuildConditions(timestamps, offset, umask, modes, clock, _evidence(table, problem, fp))
+    given = dict(conditions.evidence)
+    for key in conditions.declared():
+        if not given.get(key):
+            problem(fp + ("evidence", key), "each declared condition needs its evidence (what it was inferred "
+                                            "from, or why it was set by hand)")
+    for key in given:
+        if key not in conditions.declared():
+            problem(fp + ("evidence", key), "evidence for a condition that is not declared")
+    return conditions
+
+
+def _choice(table: dict[str, Any], key: str, allowed: tuple[str, ...], problem: Report,
+            fp: FieldPath) -> str | None:
+    value = table.get(key)
+    if value is not None and value not in allowed:
+        problem(fp + (key,), f"must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+        return None
+    return value
+
+
+def _int(table: dict[str, Any], key: str, low: int, high: int, problem: Report, fp: FieldPath) -> int | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        problem(fp + (key,), f"must be an integer between {low} and {high}; got {value!r}")
+        return None
+    return value
+
+
+def _evidence(table: dict[str, Any], problem: Report, fp: FieldPath) -> tuple[tuple[str, str], ...]:
+    evidence = table.get("evidence", {})
+    if not isinstance(evidence, dict):
+        problem(fp + ("evidence",), "expected a table: condition = \"what it was inferred from\"")
+        return ()
+    out = []
+    for key, text in evidence.items():
+        if not isinstance(text, str):
+            problem(fp + ("evidence", key), "expected a string")
+        else:
+            out.append((key, text))
+    return tuple(sorted(out))

@@ -1,0 +1,173 @@
+"""Infer upstream's build conditions from its wheel and sdist (``[build.conditions]``, issue 14).
+
+Pure logic over archive metadata, with the reading of the two archives at the edge. What the backends
+do (read in their sources):
+
+- setuptools' ``bdist_wheel`` stamps each member with its file's mtime in UTC (``time.gmtime``) and its
+  mode from the filesystem, and ``RECORD`` with the clock, unless ``SOURCE_DATE_EPOCH`` is set, which
+  then stamps every member.
+- flit_core without ``SOURCE_DATE_EPOCH`` stamps modules with their mtimes in *local* time
+  (``zipfile.ZipInfo.from_file``) and dist-info files with a fixed 2016-01-01.
+- hatchling, pdm-backend and poetry-core stamp a fixed or ``SOURCE_DATE_EPOCH`` time.
+
+An sdist built from the same checkout keeps the checkout's mtimes and modes in its tar headers, so a
+wheel member whose stamp is its sdist file's mtime (to the zip format's 2 seconds, shifted by a whole
+time-zone offset) was stamped from the file: ``timestamps = "sdist"`` and ``utc-offset``. Members
+stamped later than every source file were written during upstream's build: their stamp is the
+build's ``clock``. Modes of generated members give the ``umask``; members that keep the sdist's group
+write bit need ``modes = "sdist"`` (tarfile's ``data`` filter clears it).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import tarfile
+import zipfile
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.model.conditions import MAX_OFFSET, MIN_OFFSET, BuildConditions, tz_label
+
+__all__ = ["SdistFile", "WheelMember", "infer_conditions", "read_sdist_files", "read_wheel_members"]
+
+MAX_SDIST_MEMBERS = 200_000
+FIT_SHARE = 0.8           # members that must carry their sdist mtime to call the timestamps "sdist"
+BACKEND_CONSTANTS = {(1980, 1, 1, 0, 0, 0), (2016, 1, 1, 0, 0, 0)}  # stamps backends write themselves
+
+
+@dataclass(frozen=True)
+class WheelMember:
+    name: str
+    date_time: tuple[int, int, int, int, int, int]
+    mode: int   # permission bits from external_attr (0 when the zip records none)
+    size: int
+
+
+@dataclass(frozen=True)
+class SdistFile:
+    path: str   # relative to the sdist's top directory
+    mtime: float
+    mode: int
+    size: int
+
+
+def read_wheel_members(wheel: Path) -> list[WheelMember]:
+    with zipfile.ZipFile(wheel) as zf:
+        return [WheelMember(i.filename, i.date_time, (i.external_attr >> 16) & 0o7777, i.file_size)
+                for i in zf.infolist() if not i.is_dir()]
+
+
+def read_sdist_files(sdist: Path, filename: str | None = None) -> list[SdistFile]:
+    """Regular files of a .tar.gz sdist (``filename``, default the path's name) from its headers alone
+    (no member is extracted or read). A zip sdist's stamps are local times of an unknown zone: nothing
+    is inferred from it."""
+    if not (filename or sdist.name).endswith((".tar.gz", ".tgz", ".tar")):
+        return []
+    out = []
+    with tarfile.open(sdist, "r:*") as tf:
+        for count, member in enumerate(tf):
+            if count >= MAX_SDIST_MEMBERS:
+                break
+            _, _, rel = member.name.partition("/")
+            if member.isreg() and rel:
+                out.append(SdistFile(rel, float(member.mtime), member.mode & 0o7777, member.size))
+    return out
+
+
+def _dos_seconds(t: float) -> int:
+    """What a zip's DOS stamp keeps of a time: whole seconds, rounded down to even."""
+    s = int(t // 1)
+    return s - s % 2
+
+
+def _match(members: Iterable[WheelMember], files: list[SdistFile]) -> dict[str, SdistFile]:
+    """Each wheel member's sdist file: same size, the shortest sdist path ending in the member's path."""
+    by_tail: dict[str, list[SdistFile]] = {}
+    for f in files:
+        by_tail.setdefault(f.path.rsplit("/", 1)[-1], []).append(f)
+    out = {}
+    for m in members:
+        base = m.name.rsplit("/", 1)[-1]
+        head, sep, licensed = m.name.partition(".dist-info/licenses/")
+        path = licensed if sep and "/" not in head else m.name  # PEP 639: license files copied from the source
+        cands = [f for f in by_tail.get(base, ()) if f.size == m.size
+                 and (f.path == path or f.path.endswith("/" + path))]
+        if cands:
+            out[m.name] = min(cands, key=lambda f: len(f.path))
+    return out
+
+
+@dataclass(frozen=True)
+class _Fit:
+    offset: int          # minutes east of UTC
+    fitting: frozenset[str]
+
+
+def _best_offset(members: list[WheelMember], matched: dict[str, SdistFile]) -> _Fit:
+    stamps = {m.name: calendar.timegm((*m.date_time, 0, 0, 0)) for m in members if m.name in matched}
+    best = _Fit(0, frozenset())
+    for offset in [0, *range(MIN_OFFSET, MAX_OFFSET + 1, 15)]:
+        fitting = frozenset(n for n, s in stamps.items() if _dos_seconds(matched[n].mtime + offset * 60) == s)
+        if len(fitting) > len(best.fitting):
+            best = _Fit(offset, fitting)
+    return best
+
+
+def _when(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> BuildConditions:
+    """The conditions upstream's wheel shows it was built under, each with its evidence."""
+    values: dict[str, str | int] = {}
+    evidence: dict[str, str] = {}
+    regular = [m for m in members if m.mode]
+    matched = _match(members, files)
+    stamps = Counter(m.date_time for m in members)
+    fit = _Fit(0, frozenset())
+    if len(stamps) > 1 and matched:
+        fit = _best_offset(members, matched)
+        if len(fit.fitting) >= FIT_SHARE * len(matched):
+            values["timestamps"] = "sdist"
+            evidence["timestamps"] = (f"{len(fit.fitting)} of {len(matched)} members found in the sdist carry its "
+                                      f"mtime (to the zip's 2 s); the members' stamps differ, so upstream did not "
+                                      "set SOURCE_DATE_EPOCH")
+            if fit.offset:
+                values["utc-offset"] = fit.offset
+                evidence["utc-offset"] = (f"those members carry the sdist's mtimes shifted by {tz_label(fit.offset)}: "
+                                          "the backend stamped them in the uploader's local time")
+    if values.get("timestamps") == "sdist":
+        newest_source = max(_dos_seconds(f.mtime + fit.offset * 60) for f in files) if files else 0
+        written = [m for m in members if m.name not in fit.fitting and m.date_time not in BACKEND_CONSTANTS
+                   and calendar.timegm((*m.date_time, 0, 0, 0)) >= newest_source]
+        if written:
+            clock_local = max(calendar.timegm((*m.date_time, 0, 0, 0)) for m in written)
+            at_clock = sum(1 for m in written if calendar.timegm((*m.date_time, 0, 0, 0)) == clock_local)
+            values["clock"] = clock_local - fit.offset * 60
+            evidence["clock"] = (f"{at_clock} of {len(written)} members newer than every sdist file (written during "
+                                 f"upstream's build) are stamped {_when(int(values['clock']))}")
+    generated = [m for m in regular if m.name not in matched and not m.mode & 0o111
+                 and not m.name.endswith(".dist-info/RECORD")]  # RECORD's mode is the backend's own
+    modes = Counter(m.mode & 0o777 for m in generated)
+    if modes:
+        mode, count = modes.most_common(1)[0]
+        umask = ~mode & 0o666
+        if mode & 0o600 == 0o600 and not umask & 0o400:
+            values["umask"] = f"{umask:03o}"
+            evidence["umask"] = f"{count} of {len(generated)} members the build generated have mode {mode:04o}"
+    kept = [m for m in regular if m.name in matched and m.mode & 0o022
+            and m.mode & 0o777 == matched[m.name].mode & 0o777]
+    if kept:
+        values["modes"] = "sdist"
+        evidence["modes"] = (f"{len(kept)} members keep the sdist's group or other write bit "
+                             f"(e.g. {kept[0].name} {kept[0].mode & 0o777:04o}), which tarfile's data filter clears")
+    return BuildConditions(
+        timestamps=str(values["timestamps"]) if "timestamps" in values else None,
+        utc_offset=int(values["utc-offset"]) if "utc-offset" in values else None,
+        umask=str(values["umask"]) if "umask" in values else None,
+        modes=str(values["modes"]) if "modes" in values else None,
+        clock=int(values["clock"]) if "clock" in values else None,
+        evidence=tuple(sorted(evidence.items())))
