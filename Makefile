@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # command:Debian package, installed only where the command is missing
-SYSTEM_TOOLS := bwrap:bubblewrap minisign:minisign node:nodejs npm:npm nginx:nginx-light wrk:wrk
+SYSTEM_TOOLS := bwrap:bubblewrap faketime:faketime minisign:minisign node:nodejs npm:npm nginx:nginx-light wrk:wrk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup system snapshot test lint benchmarks verdicts test-report set-report

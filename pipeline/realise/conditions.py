@@ -31,7 +31,7 @@ class ConditionChange:
 
     @property
     def changed(self) -> bool:
-        return self.declared.declared() != self.inferred.declared()
+        return self.declared != self.inferred  # values or evidence
 
 
 def infer_for(decl: Declaration, store: Store, log: Callable[[str], None] = print) -> ConditionChange:

@@ -353,8 +353,9 @@ def build(decl: Declaration, store: Store | None = None, log: Callable[[str], No
             wheel_digest = store.put_file(first.wheel)
             refs.add(wheel_digest)
             comparison = compare_wheels(store.verified_path(upstream.sha256), first.wheel)
+            under = decl.build.conditions.describe()  # a verdict says which conditions it needed
             outcome = {"verdict": comparison.verdict, "comparison": comparison.to_json(),
-                       "summary": comparison.summary(),
+                       "summary": comparison.summary() + (f" under: {under}" if under else ""),
                        "output": OutputWheel(first.wheel.name, wheel_digest, first.wheel.stat().st_size)}
             if comparison.verdict != "identical":
                 log(f"{decl.canonical_name} {decl.version}: {comparison.verdict}; building again under "

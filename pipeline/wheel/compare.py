@@ -1,9 +1,13 @@
 """Compare a rebuilt wheel with the upstream one (PEP 427 archives).
 
 ``identical``: the same bytes. ``equivalent``: the same member names with the
-same contents; only zip metadata (order, timestamps, permissions, compression)
-differs. ``differs``: members missing, added or with other contents; text
-members get a unified diff.
+same contents and executable bits, and in both archives every local header
+agrees with its central directory entry (APPNOTE 4.3.7 and 4.3.12); only zip
+metadata (order, timestamps, other permission bits, compression, directory
+entries) differs. ``differs``: members missing, added, with other contents or
+executable bits, or a header disagreement; text members get a unified diff.
+Directory entries (names ending in ``/``, which installers ignore) are zip
+metadata, never missing members.
 
 The rebuilt wheel comes out of the sandbox, so comparing it is bounded: a member over
 ``MAX_MEMBER_BYTES`` is compared by a streamed SHA-256 only, text is diffed only when both sides are
@@ -20,6 +24,8 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.wheel.zipcheck import local_header_problems
 
 MAX_DIFF_CHARS = 20_000
 MAX_DIFF_LINES = 2_000
@@ -40,6 +46,8 @@ class Comparison:
     zip_metadata: dict[str, list[str]] = field(default_factory=dict)  # field -> members
     order_differs: bool = False
     diff: str = ""
+    executable_differs: list[str] = field(default_factory=list)
+    header_problems: list[str] = field(default_factory=list)  # local header vs central directory
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -49,6 +57,8 @@ class Comparison:
             "content_differs": self.content_differs,
             "zip_metadata_differs": {k: v[:50] for k, v in self.zip_metadata.items()},
             "order_differs": self.order_differs,
+            "executable_differs": self.executable_differs,
+            "header_problems": self.header_problems,
             "diff": self.diff,
         }
 
@@ -65,6 +75,10 @@ class Comparison:
             parts.append(f"{len(self.only_upstream)} only upstream")
         if self.only_rebuild:
             parts.append(f"{len(self.only_rebuild)} only rebuilt")
+        if self.executable_differs:
+            parts.append(f"executable bit differs: {', '.join(self.executable_differs[:3])}")
+        if self.header_problems:
+            parts.append(f"{len(self.header_problems)} local headers disagree with the central directory")
         return f"differs ({'; '.join(parts)})"
 
 
@@ -108,14 +122,23 @@ def _diff(name: str, da: bytes, db: bytes, budget_left: float, lines_left: int) 
     return out
 
 
+def _executable(info: zipfile.ZipInfo) -> bool:
+    return bool((info.external_attr >> 16) & 0o111)
+
+
 def compare_wheels(upstream: Path, rebuild: Path) -> Comparison:
     if _file_digest(upstream) == _file_digest(rebuild):
         return Comparison("identical")
     started = time.monotonic()
     with zipfile.ZipFile(upstream) as a, zipfile.ZipFile(rebuild) as b:
-        ia = {i.filename: i for i in a.infolist()}
-        ib = {i.filename: i for i in b.infolist()}
+        ia = {i.filename: i for i in a.infolist() if not i.is_dir()}
+        ib = {i.filename: i for i in b.infolist() if not i.is_dir()}
         c = Comparison("equivalent")
+        dirs_a = {i.filename for i in a.infolist() if i.is_dir()}
+        dirs_b = {i.filename for i in b.infolist() if i.is_dir()}
+        if dirs_a != dirs_b:
+            c.zip_metadata["directory entries"] = sorted(dirs_a ^ dirs_b)
+        c.header_problems = local_header_problems(upstream) + local_header_problems(rebuild)
         c.only_upstream = sorted(set(ia) - set(ib))
         c.only_rebuild = sorted(set(ib) - set(ia))
         common = [n for n in ia if n in ib]
@@ -125,6 +148,8 @@ def compare_wheels(upstream: Path, rebuild: Path) -> Comparison:
             for fld in _ZIP_FIELDS:
                 if getattr(ia[name], fld) != getattr(ib[name], fld):
                     c.zip_metadata.setdefault(fld, []).append(name)
+            if _executable(ia[name]) != _executable(ib[name]):
+                c.executable_differs.append(name)
             if max(ia[name].file_size, ib[name].file_size) > MAX_MEMBER_BYTES:
                 if _member_digest(a, ia[name]) != _member_digest(b, ib[name]):
                     c.content_differs.append(name)
@@ -139,6 +164,6 @@ def compare_wheels(upstream: Path, rebuild: Path) -> Comparison:
                                MAX_DIFF_LINES - len(diffs)))
         diff = "".join(diffs)
         c.diff = diff if len(diff) <= MAX_DIFF_CHARS else diff[:MAX_DIFF_CHARS] + "\n[diff truncated]\n"
-    if c.only_upstream or c.only_rebuild or c.content_differs:
+    if c.only_upstream or c.only_rebuild or c.content_differs or c.executable_differs or c.header_problems:
         c.verdict = "differs"
     return c

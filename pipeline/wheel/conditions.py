@@ -130,9 +130,10 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
     fit = _Fit(0, frozenset())
     if len(stamps) > 1 and matched:
         fit = _best_offset(members, matched)
-        if len(fit.fitting) >= FIT_SHARE * len(matched):
+        sources = [n for n in matched if ".dist-info/" not in n]  # dist-info files the backend (re)writes
+        if fit.fitting and len(fit.fitting) >= FIT_SHARE * len(sources):
             values["timestamps"] = "sdist"
-            evidence["timestamps"] = (f"{len(fit.fitting)} of {len(matched)} members found in the sdist carry its "
+            evidence["timestamps"] = (f"{len(fit.fitting)} of {len(sources)} modules found in the sdist carry its "
                                       f"mtime (to the zip's 2 s); the members' stamps differ, so upstream did not "
                                       "set SOURCE_DATE_EPOCH")
             if fit.offset:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from pipeline.model.errors import WheelproofError
 
-__all__ = ["ZipCaps", "ZipCheckError", "check_wheel_zip"]
+__all__ = ["ZipCaps", "ZipCheckError", "check_wheel_zip", "local_header_problems"]
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # APPNOTE 4.3.7
 _LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -69,6 +69,31 @@ def _check_local_header(f: BinaryIO, info: zipfile.ZipInfo, where: str) -> None:
             and 0xFFFFFFFF not in (csize, usize):
         raise ZipCheckError(f"{where}: member {info.filename!r}: local header and central directory disagree "
                             "on CRC or sizes")
+
+
+def _dos_stamp(date_time: tuple[int, ...]) -> tuple[int, int]:
+    y, mo, d, h, mi, sec = date_time
+    return (h << 11) | (mi << 5) | (sec // 2), ((y - 1980) << 9) | (mo << 5) | d
+
+
+def local_header_problems(path: Path, limit: int = 20) -> list[str]:
+    """Members whose local header (APPNOTE 4.3.7) disagrees with their central directory entry (4.3.12):
+    name, method, flags, CRC, sizes or the DOS time stamp; at most ``limit`` lines."""
+    out: list[str] = []
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+        for info in zf.infolist():
+            try:
+                _check_local_header(raw, info, path.name)
+                raw.seek(info.header_offset)
+                fields = _LOCAL.unpack(raw.read(_LOCAL.size))
+                if (fields[4], fields[5]) != _dos_stamp(info.date_time):
+                    out.append(f"{path.name}: member {info.filename!r}: local header and central directory "
+                               "disagree on the time stamp")
+            except (ZipCheckError, struct.error) as e:
+                out.append(str(e))
+            if len(out) >= limit:
+                break
+    return out
 
 
 def check_wheel_zip(path: Path, caps: ZipCaps = ZipCaps(), where: str | None = None) -> None:

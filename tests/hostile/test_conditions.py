@@ -1,0 +1,83 @@
+"""Hostile inputs around build conditions: a declaration's [build.conditions], an sdist whose modes or
+size the inference and ``modes = "sdist"`` extraction read."""
+
+from __future__ import annotations
+
+import io
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.model.declaration import load, path_for
+from pipeline.model.errors import DeclarationError
+from pipeline.wheel import conditions as inference
+
+from ..conftest import REPO, declaration_text
+
+sys.path.insert(0, str(REPO / "builders"))
+import build_wheel  # noqa: E402  (the program that runs inside the sandbox)
+
+
+def tar_with(path: Path, members: list[tarfile.TarInfo]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for info in members:
+            data = b"x" * info.size if info.isreg() else None
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def member(name: str, mode: int = 0o644, kind: bytes = tarfile.REGTYPE, linkname: str = "",
+           size: int = 1) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode, info.type, info.linkname = mode, kind, linkname
+    info.size = size if kind == tarfile.REGTYPE else 0
+    return info
+
+
+def test_keeping_the_sdists_modes_still_drops_set_id_bits(tmp_path):
+    sdist = tar_with(tmp_path / "p-1.tar.gz", [member("p-1/a.py", 0o6775), member("p-1/b.py", 0o1664)])
+    top = build_wheel.extract_sdist(sdist, tmp_path / "out", keep_modes=True)
+    assert (top / "a.py").stat().st_mode & 0o7777 == 0o775  # group write kept, setuid/setgid gone
+    assert (top / "b.py").stat().st_mode & 0o7777 == 0o664  # sticky gone
+
+
+@pytest.mark.parametrize("bad", [member("p-1/link", kind=tarfile.SYMTYPE, linkname="/etc/passwd"),
+                                 member("p-1/../../escape.py"),
+                                 member("/abs.py")])
+def test_keeping_modes_does_not_weaken_the_data_filter(tmp_path, bad):
+    sdist = tar_with(tmp_path / "p-1.tar.gz", [member("p-1/a.py"), bad])
+    with pytest.raises((tarfile.FilterError, SystemExit)):  # refused, or an absolute name made relative
+        build_wheel.extract_sdist(sdist, tmp_path / "out", keep_modes=True)
+    assert not (tmp_path / "escape.py").exists() and not Path("/abs.py").exists()
+
+
+def test_inference_reads_a_bounded_number_of_sdist_headers(tmp_path, monkeypatch):
+    monkeypatch.setattr(inference, "MAX_SDIST_MEMBERS", 50)
+    sdist = tar_with(tmp_path / "p-1.tar.gz", [member(f"p-1/m{i}.py") for i in range(500)])
+    assert len(inference.read_sdist_files(sdist)) == 50
+
+
+def test_a_zip_sdist_infers_nothing(tmp_path):
+    (tmp_path / "p-1.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    assert inference.read_sdist_files(tmp_path / "p-1.zip") == []
+
+
+@pytest.mark.parametrize("table,field", [
+    ('clock = "now"\n[build.conditions.evidence]\nclock = "x"\n', "build.conditions.clock"),
+    ('umask = "999"\n[build.conditions.evidence]\numask = "x"\n', "build.conditions.umask"),
+    ('utc-offset = 100000\n[build.conditions.evidence]\nutc-offset = "x"\n', "build.conditions.utc-offset"),
+    ('ld-preload = "/tmp/evil.so"\n', "build.conditions.ld-preload"),
+    ('clock = 1793531978\n', "build.conditions.evidence.clock"),
+])
+def test_hostile_conditions_are_refused_naming_the_field(world, table, field):
+    decl = world.declare_tiny()
+    text = declaration_text("tiny", "1.0", world.dist / "tiny-1.0" / decl.sdist.filename,
+                            world.dist / "tiny-1.0" / "upstream" / decl.wheels[0].filename, url_of=world.url_of,
+                            extra="\n[build.conditions]\n" + table)
+    path = path_for("tiny", world.declarations)
+    path.write_text(text)
+    with pytest.raises(DeclarationError) as e:
+        load(path, world.declarations)
+    assert f"{path}" in str(e.value) and field in str(e.value)

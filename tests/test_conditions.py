@@ -1,0 +1,203 @@
+"""Build conditions (issue 14): inferred from upstream's archives, declared with evidence, reproduced in
+the sandbox without touching the output."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.model.conditions import BuildConditions, parse_conditions, tz_string
+from pipeline.model.declaration import load, path_for
+from pipeline.model.derivation import Derivation
+from pipeline.realise.rebuild import build, derivation, verdict_line
+from pipeline.wheel.conditions import (
+    SdistFile,
+    WheelMember,
+    infer_conditions,
+    read_sdist_files,
+    read_wheel_members,
+)
+
+from .conftest import declaration_text, needs_bwrap
+
+MTIME_BACKEND = Path(__file__).with_name("mtimebackend.py")
+CLOCK = 1793531978          # upstream's build ran at 2026-11-01T11:19:38Z
+SOURCE_MTIMES = {"pkg_a.py": 1793500001.7, "pkg_b.py": 1793400000.2, "pkg_c.py": 1793000123.0}
+PLUS_TWO = 120              # upstream's zone: UTC+02:00
+
+
+def dt(seconds: float, offset: int = 0) -> tuple[int, int, int, int, int, int]:
+    import time
+    return time.gmtime(seconds + offset * 60)[:6]  # type: ignore[return-value]
+
+
+# -- inference: pure logic over archive metadata ---------------------------------------------------
+
+def setuptools_like(offset: int = 0, mode: int = 0o644) -> tuple[list[WheelMember], list[SdistFile]]:
+    files = [SdistFile(f"src/{n}", t, mode, 10 + i) for i, (n, t) in enumerate(SOURCE_MTIMES.items())]
+    members = [WheelMember(n, dt(t - t % 1 - int(t) % 2, offset), mode, 10 + i)
+               for i, (n, t) in enumerate(SOURCE_MTIMES.items())]
+    members += [WheelMember("x-1.dist-info/METADATA", dt(CLOCK, offset), 0o644, 99),
+                WheelMember("x-1.dist-info/RECORD", dt(CLOCK, offset), 0o664, 0)]
+    return members, files
+
+
+def test_mtimes_from_the_sdist_and_a_build_clock_are_inferred_with_evidence():
+    members, files = setuptools_like()
+    c = infer_conditions(members, files)
+    assert c.declared() == {"timestamps": "sdist", "clock": CLOCK, "umask": "022"}
+    evidence = dict(c.evidence)
+    assert evidence["timestamps"].startswith("3 of 3 modules found in the sdist carry its mtime")
+    assert "2026-11-01T11:19:38Z" in evidence["clock"]
+
+
+def test_a_local_time_zone_is_inferred_and_the_clock_is_given_in_utc():
+    members, files = setuptools_like(offset=PLUS_TWO)
+    c = infer_conditions(members, files)
+    assert c.utc_offset == PLUS_TWO and c.clock == CLOCK
+    assert "+0200" in dict(c.evidence)["utc-offset"]
+
+
+def test_backend_constant_stamps_are_not_a_clock():
+    members, files = setuptools_like()
+    members = [m if "dist-info" not in m.name else WheelMember(m.name, (2016, 1, 1, 0, 0, 0), m.mode, m.size)
+               for m in members]
+    assert infer_conditions(members, files).clock is None  # flit's fixed dist-info stamp
+
+
+def test_one_stamp_for_every_member_is_source_date_epoch_not_sdist_mtimes():
+    members, files = setuptools_like()
+    members = [WheelMember(m.name, dt(CLOCK), m.mode, m.size) for m in members]
+    assert infer_conditions(members, files).timestamps is None
+
+
+def test_group_writable_sources_need_the_sdist_modes_and_the_umask():
+    members, files = setuptools_like(mode=0o664)
+    members = [WheelMember(m.name, m.date_time, 0o664, m.size) for m in members]
+    c = infer_conditions(members, files)
+    assert c.modes == "sdist" and c.umask == "002"
+
+
+def test_unrelated_files_are_not_matched_by_name_alone():
+    members, files = setuptools_like()
+    files = [SdistFile(f.path, f.mtime, f.mode, f.size + 1) for f in files]  # other sizes: other files
+    assert infer_conditions(members, files).timestamps is None
+
+
+# -- the declaration's table -----------------------------------------------------------------------
+
+def parsed(table: dict) -> tuple[BuildConditions, list[str]]:
+    problems: list[str] = []
+    c = parse_conditions(table, lambda fp, msg: problems.append(f"{'.'.join(map(str, fp))}: {msg}"),
+                         ("build", "conditions"))
+    return c, problems
+
+
+def test_conditions_parse_with_evidence():
+    c, problems = parsed({"timestamps": "sdist", "utc-offset": -330, "clock": CLOCK, "umask": "002",
+                          "modes": "sdist", "evidence": {k: "seen" for k in
+                                                         ("timestamps", "utc-offset", "clock", "umask", "modes")}})
+    assert problems == []
+    assert c.describe() == "sdist mtimes, TZ -0530, umask 002, sdist modes, frozen clock 1793531978"
+
+
+@pytest.mark.parametrize("table,field", [
+    ({"timestamps": "now", "evidence": {"timestamps": "x"}}, "build.conditions.timestamps"),
+    ({"utc-offset": 7, "evidence": {"utc-offset": "x"}}, "build.conditions.utc-offset"),
+    ({"utc-offset": 100000, "evidence": {"utc-offset": "x"}}, "build.conditions.utc-offset"),
+    ({"clock": 4354819200, "evidence": {"clock": "x"}}, "build.conditions.clock"),
+    ({"umask": 18, "evidence": {"umask": "x"}}, "build.conditions.umask"),
+    ({"umask": "0222", "evidence": {"umask": "x"}}, "build.conditions.umask"),
+    ({"modes": "all", "evidence": {"modes": "x"}}, "build.conditions.modes"),
+    ({"clock": CLOCK}, "build.conditions.evidence.clock"),
+    ({"evidence": {"clock": "x"}}, "build.conditions.evidence.clock"),
+    ({"faketime": "x"}, "build.conditions.faketime"),
+])
+def test_bad_conditions_name_their_field(table, field):
+    _, problems = parsed(table)
+    assert any(p.startswith(field + ":") for p in problems), problems
+
+
+def test_posix_tz_strings_flip_the_sign():
+    assert tz_string(120) == "<+0200>-02:00"
+    assert tz_string(-330) == "<-0530>+05:30"
+    assert tz_string(0) == "<+0000>+00:00"
+
+
+# -- in the sandbox: the conditions reproduce upstream's bytes -------------------------------------
+
+def make_mtime_sdist(dest: Path) -> Path:
+    top = "stamped-1.0"
+    members = {"pyproject.toml": ('[build-system]\nrequires = []\nbuild-backend = "tinybackend"\n'
+                                  'backend-path = ["."]\n', 1793000000),
+               "tinybackend.py": (MTIME_BACKEND.read_text(), 1793000000),
+               "tiny.json": ('{"name": "stamped", "version": "1.0", "files": ["pkg_a.py", "pkg_b.py", "pkg_c.py"]}',
+                             1793000000),
+               "PKG-INFO": ("Metadata-Version: 2.1\nName: stamped\nVersion: 1.0\n", 1793000000)}
+    members |= {n: (f"X = {i}\n", t) for i, (n, t) in enumerate(SOURCE_MTIMES.items())}
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / "stamped-1.0.tar.gz"
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        for rel, (text, mtime) in sorted(members.items()):
+            info = tarfile.TarInfo(f"{top}/{rel}")
+            info.size, info.mtime, info.mode = len(text.encode()), mtime, 0o644
+            tf.addfile(info, io.BytesIO(text.encode()))
+    return path
+
+
+def build_upstream_at_clock(sdist: Path, dest: Path) -> Path:
+    """Upstream: built from its checkout (the sdist's mtimes) in UTC+02:00 at CLOCK."""
+    work = dest / "checkout"
+    with tarfile.open(sdist) as tf:
+        tf.extractall(work, filter="data")
+    src = work / "stamped-1.0"
+    out = dest / "upstream"
+    out.mkdir()
+    env = {**os.environ, "TZ": tz_string(PLUS_TWO), "MTIMEBACKEND_CLOCK": str(CLOCK)}
+    code = "import sys, tinybackend; print(tinybackend.build_wheel(sys.argv[1]))"
+    name = subprocess.run([sys.executable, "-c", code, str(out)], cwd=src, env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    return out / name
+
+
+@pytest.mark.integration
+@needs_bwrap
+def test_inferred_conditions_rebuild_upstream_bit_for_bit(world):
+    sdist = make_mtime_sdist(world.dist / "stamped")
+    wheel = build_upstream_at_clock(sdist, world.dist / "stamped")
+    inferred = infer_conditions(read_wheel_members(wheel), read_sdist_files(sdist))
+    assert inferred.declared() == {"timestamps": "sdist", "utc-offset": PLUS_TWO, "clock": CLOCK, "umask": "022"}
+
+    path = path_for("stamped", world.declarations)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(declaration_text("stamped", "1.0", sdist, wheel, url_of=world.url_of))
+    plain = load(path, world.declarations)
+    before = build(plain, world.store, log=lambda m: None)
+    assert before.verdict == "equivalent"  # SOURCE_DATE_EPOCH stamps every member alike
+
+    table = "\n[build.conditions]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"')
+                                                for k, v in inferred.declared().items())
+    table += "\n[build.conditions.evidence]\n" + "".join(f'{k} = "{e}"\n' for k, e in inferred.evidence)
+    path.write_text(declaration_text("stamped", "1.0", sdist, wheel, url_of=world.url_of, extra=table))
+    decl = load(path, world.declarations)
+    assert derivation(decl).id != derivation(plain).id  # the conditions are inputs
+    record = build(decl, world.store, log=lambda m: None)
+    assert record.verdict == "identical", record.summary
+    assert record.derivation["conditions"]["clock"] == CLOCK
+    assert "under: sdist mtimes, TZ +0200, umask 022, frozen clock 1793531978" in verdict_line(record)
+    with zipfile.ZipFile(world.store.verified_path(record.output.sha256)) as zf:
+        assert zf.getinfo("stamped-1.0.dist-info/METADATA").date_time == dt(CLOCK, PLUS_TWO)
+
+
+def test_conditions_change_the_derivation_id(world):
+    decl = world.declare_tiny()
+    from dataclasses import replace
+    frozen = replace(decl, build=replace(decl.build, conditions=BuildConditions(clock=CLOCK, evidence=(("clock", "x"),))))
+    assert derivation(decl).id != Derivation(frozen, derivation(decl).sandbox_spec, derivation(decl).target).id
