@@ -199,5 +199,6 @@ def test_inferred_conditions_rebuild_upstream_bit_for_bit(world):
 def test_conditions_change_the_derivation_id(world):
     decl = world.declare_tiny()
     from dataclasses import replace
-    frozen = replace(decl, build=replace(decl.build, conditions=BuildConditions(clock=CLOCK, evidence=(("clock", "x"),))))
+    conditions = BuildConditions(clock=CLOCK, evidence=(("clock", "x"),))
+    frozen = replace(decl, build=replace(decl.build, conditions=conditions))
     assert derivation(decl).id != Derivation(frozen, derivation(decl).sandbox_spec, derivation(decl).target).id

@@ -71,7 +71,7 @@ def _conditions(args: argparse.Namespace) -> int:
     from pipeline.realise.conditions import infer_for, write_conditions
 
     decls = tasks.declarations()
-    names = [canonicalize_name(n) for n in args.names] or sorted(decls)
+    names: list[str] = [canonicalize_name(n) for n in args.names] or sorted(decls)
     unknown = [n for n in names if n not in decls]
     if unknown:
         raise WheelproofError(f"no declaration named {', '.join(unknown)} under {tasks.DECLARATIONS_DIR}")

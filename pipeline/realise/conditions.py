@@ -51,5 +51,6 @@ def write_conditions(decl: Declaration, conditions: BuildConditions) -> None:
     text = tomlkit.dumps(doc)
     problems: list[Problem] = []
     if parse(decl.path, text, problems) is None or problems:
-        raise DeclarationError(problems or [Problem(decl.path, None, "build.conditions", "the edited text does not load")])
+        raise DeclarationError(problems or [Problem(decl.path, None, "build.conditions",
+                                                    "the edited text does not load")])
     atomic_write(decl.path, text.encode())

@@ -65,8 +65,12 @@ def view(store: Store, decl: Declaration, decls: Mapping[str, Declaration], test
         if not comparison:
             return LogView(f"comparison of {title}", f"no comparison: {record.summary or record.verdict}\n")
         lines = [f"{record.summary or record.verdict}\n"]
+        declared = decl.build.conditions
+        for key, text in declared.evidence:
+            lines.append(f"condition {key} = {declared.declared()[key]}: {text}\n")
         for key, label in (("only_upstream", "only upstream"), ("only_rebuild", "only in our rebuild"),
-                           ("content_differs", "other contents")):
+                           ("content_differs", "other contents"), ("executable_differs", "executable bit differs"),
+                           ("header_problems", "local header vs central directory")):
             values = comparison.get(key) or []
             if values:
                 lines.append(f"{label}: {', '.join(str(v) for v in values)}\n")

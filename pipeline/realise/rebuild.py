@@ -180,7 +180,7 @@ def faketime_library() -> Path:
 def condition_options(decl: Declaration, variation: Variation) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The builder's options for the declared conditions: (prepare's, the build phase's)."""
     conditions = decl.build.conditions
-    umask = ("--umask", conditions.umask_value(variation.umask))
+    umask: tuple[str, ...] = ("--umask", conditions.umask_value(variation.umask))
     prepare = umask + (("--keep-modes",) if conditions.modes == "sdist" else ())
     build = umask
     if conditions.clock is not None:
