@@ -162,6 +162,13 @@ def extract_sdist(sdist: Path, dest: Path, max_bytes: int = MAX_EXTRACT, max_rat
     return entries[0]
 
 
+def stamp_checkout(srcdir: Path, when: int) -> None:
+    """Every file and directory of the source tree at one mtime, as a fresh ``git clone`` leaves them
+    (condition ``timestamps = "checkout"``: upstream built its wheel from another clone than its sdist)."""
+    for path in [srcdir, *srcdir.rglob("*")]:
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
 def freeze_clock(clock: int, faketime: str | None, scratch: Path) -> None:
     """Run the backend (a child process) at a frozen clock, as upstream's build ran at its time.
 
@@ -199,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-extract", type=int, default=MAX_EXTRACT, help="prepare: bytes the sdist may unpack to")
     ap.add_argument("--max-ratio", type=int, default=MAX_RATIO, help="prepare: unpacked/archive size ratio")
     ap.add_argument("--keep-modes", action="store_true", help="prepare: keep the sdist's permission bits")
+    ap.add_argument("--checkout-time", type=int, help="prepare: give every source file this mtime (a fresh clone's)")
     ap.add_argument("--clock", type=int, help="wheel/requires: freeze the backend's clock at this epoch second")
     ap.add_argument("--faketime", help="with --clock: the libfaketime library to preload")
     args = ap.parse_args(argv)
@@ -214,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         env = IsolatedEnv.create(env_dir, sorted((inputs / "wheels").glob("*.whl")))
         (sdist,) = sorted((inputs / "sdist").iterdir())
         srcdir = extract_sdist(sdist, Path(args.extract), args.max_extract, args.max_ratio, args.keep_modes)
+        if args.checkout_time is not None:
+            stamp_checkout(srcdir, args.checkout_time)
         result["top"] = srcdir.name
         print(f"wheelproof: prepared {sdist.name}: {len(list(env.site.iterdir()))} entries in the build env",
               flush=True)

@@ -202,3 +202,19 @@ def test_conditions_change_the_derivation_id(world):
     conditions = BuildConditions(clock=CLOCK, evidence=(("clock", "x"),))
     frozen = replace(decl, build=replace(decl.build, conditions=conditions))
     assert derivation(decl).id != Derivation(frozen, derivation(decl).sandbox_spec, derivation(decl).target).id
+
+
+def test_modules_built_from_another_clone_share_its_checkout_stamp():
+    members, files = setuptools_like()
+    checkout = CLOCK - 4
+    members = [WheelMember(m.name, dt(checkout) if "dist-info" not in m.name else m.date_time, m.mode, m.size)
+               for m in members]
+    c = infer_conditions(members, files)
+    assert c.declared() == {"timestamps": "checkout", "checkout": checkout, "clock": CLOCK, "umask": "022"}
+
+
+def test_a_backend_constant_is_not_a_checkout():
+    members, files = setuptools_like()
+    members = [WheelMember(m.name, (1980, 1, 1, 0, 0, 0) if "dist-info" not in m.name else m.date_time,
+                           m.mode, m.size) for m in members]
+    assert infer_conditions(members, files).timestamps is None

@@ -8,6 +8,7 @@ with the evidence it was inferred from (``pipeline/wheel/conditions.py`` infers 
 
     [build.conditions]
     timestamps = "sdist"          # SOURCE_DATE_EPOCH unset: files keep the sdist's mtimes
+                                  # ("checkout": every source file carries `checkout`, a fresh clone's time)
     utc-offset = 120              # the build machine's zone, minutes east of UTC (TZ in the sandbox)
     umask = "022"                 # the umask of the checkout and the build
     modes = "sdist"               # extracted files keep the sdist's permission bits (g+w included)
@@ -33,9 +34,9 @@ from pipeline.model.limits import ZIP_EPOCH_MAX, ZIP_EPOCH_MIN
 
 __all__ = ["CONDITION_KEYS", "TIMESTAMPS", "BuildConditions", "parse_conditions", "tz_string"]
 
-TIMESTAMPS = ("source-date-epoch", "sdist")
+TIMESTAMPS = ("source-date-epoch", "sdist", "checkout")
 MODES = ("filtered", "sdist")
-CONDITION_KEYS = ("timestamps", "utc-offset", "umask", "modes", "clock")
+CONDITION_KEYS = ("timestamps", "checkout", "utc-offset", "umask", "modes", "clock")
 MIN_OFFSET, MAX_OFFSET = -12 * 60, 14 * 60  # the zones in use (UTC-12 .. UTC+14)
 
 FieldPath = tuple[str | int, ...]
@@ -46,7 +47,8 @@ Report = Callable[[FieldPath, str], None]
 class BuildConditions:
     """``[build.conditions]``: each field ``None`` when not declared (the default applies)."""
 
-    timestamps: str | None = None   # "source-date-epoch" (default) or "sdist"
+    timestamps: str | None = None   # "source-date-epoch" (default), "sdist" or "checkout"
+    checkout: int | None = None     # with timestamps = "checkout": the mtime of every source file
     utc_offset: int | None = None   # minutes east of UTC
     umask: str | None = None        # three octal digits, e.g. "022"
     modes: str | None = None        # "filtered" (default) or "sdist"
@@ -56,13 +58,14 @@ class BuildConditions:
     def declared(self) -> dict[str, str | int]:
         """The declared conditions by their TOML key (what the derivation hashes)."""
         values: dict[str, str | int | None] = {
-            "timestamps": self.timestamps, "utc-offset": self.utc_offset, "umask": self.umask,
+            "timestamps": self.timestamps, "checkout": self.checkout, "utc-offset": self.utc_offset, "umask": self.umask,
             "modes": self.modes, "clock": self.clock}
         return {k: v for k, v in values.items() if v is not None}
 
     @property
-    def keeps_sdist_mtimes(self) -> bool:
-        return self.timestamps == "sdist"
+    def stamps_from_files(self) -> bool:
+        """No SOURCE_DATE_EPOCH: the backend stamps members from file mtimes."""
+        return self.timestamps in ("sdist", "checkout")
 
     def umask_value(self, default: str) -> str:
         return self.umask if self.umask is not None else default
@@ -72,6 +75,8 @@ class BuildConditions:
         parts = []
         if self.timestamps == "sdist":
             parts.append("sdist mtimes")
+        if self.timestamps == "checkout":
+            parts.append(f"checkout mtimes {self.checkout}")
         if self.utc_offset:
             parts.append(f"TZ {tz_label(self.utc_offset)}")
         if self.umask is not None:
@@ -107,12 +112,16 @@ def parse_conditions(table: dict[str, Any], problem: Report, fp: FieldPath) -> B
         problem(fp + ("utc-offset",), f"must be a multiple of 15 minutes, got {offset}")
         offset = None
     clock = _int(table, "clock", ZIP_EPOCH_MIN, ZIP_EPOCH_MAX, problem, fp)
+    checkout = _int(table, "checkout", ZIP_EPOCH_MIN, ZIP_EPOCH_MAX, problem, fp)
+    if (timestamps == "checkout") != ("checkout" in table):
+        problem(fp + ("checkout",), 'give checkout (epoch seconds) exactly when timestamps = "checkout"')
+        checkout = None
     umask = table.get("umask")
     if umask is not None and (not isinstance(umask, str) or len(umask) != 3
                               or any(c not in "01234567" for c in umask)):
         problem(fp + ("umask",), f'must be three octal digits as a string, e.g. "022"; got {umask!r}')
         umask = None
-    conditions = BuildConditions(timestamps, offset, umask, modes, clock, _evidence(table, problem, fp))
+    conditions = BuildConditions(timestamps, checkout, offset, umask, modes, clock, _evidence(table, problem, fp))
     given = dict(conditions.evidence)
     for key in conditions.declared():
         if not given.get(key):

@@ -155,7 +155,7 @@ def sandbox_environment(decl: Declaration, variation: Variation | None = None) -
     variation = variation or PRIMARY
     conditions = decl.build.conditions
     env = {**BASE_ENVIRONMENT, "PYTHONHASHSEED": variation.hash_seed}
-    if not conditions.keeps_sdist_mtimes:
+    if not conditions.stamps_from_files:
         env["SOURCE_DATE_EPOCH"] = str(decl.build.source_date_epoch)
     if conditions.utc_offset is not None:
         env["TZ"] = tz_string(conditions.utc_offset)
@@ -182,6 +182,8 @@ def condition_options(decl: Declaration, variation: Variation) -> tuple[tuple[st
     conditions = decl.build.conditions
     umask: tuple[str, ...] = ("--umask", conditions.umask_value(variation.umask))
     prepare = umask + (("--keep-modes",) if conditions.modes == "sdist" else ())
+    if conditions.checkout is not None:
+        prepare += ("--checkout-time", str(conditions.checkout))
     build = umask
     if conditions.clock is not None:
         build += ("--clock", str(conditions.clock), "--faketime", str(faketime_library()))

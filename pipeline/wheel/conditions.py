@@ -14,7 +14,8 @@ An sdist built from the same checkout keeps the checkout's mtimes and modes in i
 wheel member whose stamp is its sdist file's mtime (to the zip format's 2 seconds, shifted by a whole
 time-zone offset) was stamped from the file: ``timestamps = "sdist"`` and ``utc-offset``. Members
 stamped later than every source file were written during upstream's build: their stamp is the
-build's ``clock``. Modes of generated members give the ``umask``; members that keep the sdist's group
+build's ``clock``. When the modules share one stamp that is not their sdist mtime, upstream built the
+wheel from a fresh clone (another than the sdist's): ``timestamps = "checkout"`` at that stamp. Modes of generated members give the ``umask``; members that keep the sdist's group
 write bit need ``modes = "sdist"`` (tarfile's ``data`` filter clears it).
 """
 
@@ -131,25 +132,39 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
     if len(stamps) > 1 and matched:
         fit = _best_offset(members, matched)
         sources = [n for n in matched if ".dist-info/" not in n]  # dist-info files the backend (re)writes
-        if fit.fitting and len(fit.fitting) >= FIT_SHARE * len(sources):
+        carrying = len(fit.fitting.intersection(sources))
+        if carrying and carrying >= FIT_SHARE * len(sources):
             values["timestamps"] = "sdist"
-            evidence["timestamps"] = (f"{len(fit.fitting)} of {len(sources)} modules found in the sdist carry its "
+            evidence["timestamps"] = (f"{carrying} of {len(sources)} modules found in the sdist carry its "
                                       f"mtime (to the zip's 2 s); the members' stamps differ, so upstream did not "
                                       "set SOURCE_DATE_EPOCH")
             if fit.offset:
                 values["utc-offset"] = fit.offset
                 evidence["utc-offset"] = (f"those members carry the sdist's mtimes shifted by {tz_label(fit.offset)}: "
                                           "the backend stamped them in the uploader's local time")
+    newest_source: int | None = None
     if values.get("timestamps") == "sdist":
         newest_source = max(_dos_seconds(f.mtime + fit.offset * 60) for f in files) if files else 0
+    elif len(stamps) > 1 and matched:
+        sources = [m for m in members if m.name in matched and ".dist-info/" not in m.name]
+        common = Counter(m.date_time for m in sources).most_common(1)
+        if (len(sources) >= 2 and common and common[0][1] >= FIT_SHARE * len(sources)
+                and common[0][0] not in BACKEND_CONSTANTS):
+            newest_source = calendar.timegm((*common[0][0], 0, 0, 0))
+            fit = _Fit(0, frozenset(m.name for m in sources if m.date_time == common[0][0]))
+            values["timestamps"], values["checkout"] = "checkout", newest_source
+            evidence["timestamps"] = (f"{len(fit.fitting)} of {len(sources)} modules found in the sdist carry one "
+                                      f"stamp, not their sdist mtimes: upstream built from a fresh clone")
+            evidence["checkout"] = f"the stamp those modules carry, {_when(newest_source)}"
+    if newest_source is not None:
         written = [m for m in members if m.name not in fit.fitting and m.date_time not in BACKEND_CONSTANTS
                    and calendar.timegm((*m.date_time, 0, 0, 0)) >= newest_source]
         if written:
             clock_local = max(calendar.timegm((*m.date_time, 0, 0, 0)) for m in written)
             at_clock = sum(1 for m in written if calendar.timegm((*m.date_time, 0, 0, 0)) == clock_local)
             values["clock"] = clock_local - fit.offset * 60
-            evidence["clock"] = (f"{at_clock} of {len(written)} members newer than every sdist file (written during "
-                                 f"upstream's build) are stamped {_when(int(values['clock']))}")
+            evidence["clock"] = (f"{at_clock} of {len(written)} members newer than every source file (written "
+                                 f"during upstream's build) are stamped {_when(int(values['clock']))}")
     generated = [m for m in regular if m.name not in matched and not m.mode & 0o111
                  and not m.name.endswith(".dist-info/RECORD")]  # RECORD's mode is the backend's own
     modes = Counter(m.mode & 0o777 for m in generated)
@@ -167,6 +182,7 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
                              f"(e.g. {kept[0].name} {kept[0].mode & 0o777:04o}), which tarfile's data filter clears")
     return BuildConditions(
         timestamps=str(values["timestamps"]) if "timestamps" in values else None,
+        checkout=int(values["checkout"]) if "checkout" in values else None,
         utc_offset=int(values["utc-offset"]) if "utc-offset" in values else None,
         umask=str(values["umask"]) if "umask" in values else None,
         modes=str(values["modes"]) if "modes" in values else None,
