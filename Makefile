@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_TOOLS := bwrap:bubblewrap faketime:faketime minisign:minisign node:nodejs npm:npm nginx:nginx-light wrk:wrk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system snapshot test lint benchmarks verdicts test-report set-report
+.PHONY: setup system snapshot test lint benchmarks verdicts reproducibility test-report set-report
 
 setup: system $(VENV)/.installed
 
@@ -45,6 +45,9 @@ benchmarks: setup
 
 verdicts: setup
 	$(PY) benchmarks/verdicts.py
+
+reproducibility: setup
+	$(PY) benchmarks/reproducibility.py
 
 test-report: setup
 	$(PY) benchmarks/test_report.py

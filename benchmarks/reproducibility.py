@@ -65,15 +65,15 @@ def main() -> int:
         share = f"{100 * c['identical'] / total:.0f}%" if total else "-"
         return f"{c['identical']:>4} {c['equivalent']:>4} {c['differs']:>4}  {share:>4}"
 
-    print(f"{'backend':<12} {'wheels':>6}   before: id  eqv  dif  rate   after: id  eqv  dif  rate")
+    print(f"{'backend':<16} {'wheels':>6}   before: id  eqv  dif  rate   after: id  eqv  dif  rate")
     total = {"before": Counter[str](), "after": Counter[str]()}
     for fam, row in sorted(rows.items(), key=lambda kv: -sum(kv[1]["after"].values())):
         n = sum(row["after"].values())
-        print(f"{fam:<12} {n:>6}   {'':>7}{cells(row['before'])}   {'':>6}{cells(row['after'])}")
+        print(f"{fam:<16} {n:>6}   {'':>7}{cells(row['before'])}   {'':>6}{cells(row['after'])}")
         for when in total:
             total[when].update(row[when])
     n = sum(total["after"].values())
-    print(f"{'all':<12} {n:>6}   {'':>7}{cells(total['before'])}   {'':>6}{cells(total['after'])}")
+    print(f"{'all':<16} {n:>6}   {'':>7}{cells(total['before'])}   {'':>6}{cells(total['after'])}")
     print()
     for line in not_identical:
         print(f"not identical: {line}")
