@@ -309,7 +309,7 @@ class _Connection(asyncio.Protocol):
             if chunked:
                 self.transport.write(b"0\r\n\r\n")
         except (StoreError, NotFound, OSError) as e:
-            if not self.closed:
+            if not self.closed and not isinstance(e, ConnectionError):  # a client leaving is not news
                 print(f"gateway: aborted: {e}", file=sys.stderr, flush=True)
             self.closed = True
             self.transport.abort()  # the client sees a short or unterminated body, never error text
