@@ -355,8 +355,8 @@ def _report(task: asyncio.Task[Any]) -> None:
 
 
 async def start(store: Store, host: str, port: int, max_concurrency: int = 64,
-                idle_timeout: float = 5.0) -> asyncio.Server:
-    app = AsyncGateway(store, max_concurrency, idle_timeout)
+                idle_timeout: float = 5.0, cache: AnswerCache | None = None) -> asyncio.Server:
+    app = AsyncGateway(store, max_concurrency, idle_timeout, cache)
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: _Connection(app), host, port, reuse_address=True, backlog=1024)
 
