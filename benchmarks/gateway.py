@@ -3,14 +3,20 @@ ratios measured side by side mean anything).
 
 Makes six wheels (2 MiB of incompressible data each) and an 8 MiB one, a PEP 503 index of them, imports
 the tree into a fresh store (UnixFS, as a snapshot) and unpacks the same files under nginx's root at the
-same paths (``/ipfs/<root CID>/…``). Then, for each server: ``wrk`` keep-alive requests per second on a
-small index page, ``wrk`` throughput on the 8 MiB wheel, and the wall time of ``pip install`` of the six
-projects (median of 3). nginx (Debian ``nginx-light``) runs one worker process, like our one-process
-gateway. Run: ``.venv/bin/python benchmarks/gateway.py`` (nginx and wrk come from ``make setup``).
+same paths (``/ipfs/<root CID>/…``). Both servers run side by side; after one discarded warm-up
+``pip install`` from each (our gateway hashes each block once per process, nginx reads its page
+cache), each round measures, for both servers back to back (which goes first alternates): ``wrk``
+keep-alive requests per second on a small index page, ``wrk`` throughput on the 8 MiB wheel, and the
+wall time of ``pip install`` of the six projects (3 runs alternating between the servers, median of
+each). Every round is printed; the summary is the median over rounds of each figure and of each
+round's ratio (the machine is shared, so only figures measured close together are compared). nginx
+(Debian ``nginx-light``) runs one worker process, like our one-process gateway. Run:
+``.venv/bin/python benchmarks/gateway.py [--rounds N]`` (nginx and wrk come from ``make setup``).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import os
@@ -97,19 +103,37 @@ def wrk(url: str, connections: int) -> tuple[float, float]:
     return rps, float(value) * scale
 
 
-def pip_time(index: str, work: Path) -> float:
-    times = []
-    for i in range(3):
-        target = work / f"pip-{time.monotonic_ns()}-{i}"
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir", "-q", "--no-deps",
-                        "--target", str(target), "--index-url", index, *PROJECTS], check=True)
-        times.append(time.perf_counter() - start)
-        shutil.rmtree(target)
-    return statistics.median(times)
+def pip_once(index: str, work: Path) -> float:
+    target = work / f"pip-{time.monotonic_ns()}"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir", "-q", "--no-deps",
+                    "--target", str(target), "--index-url", index, *PROJECTS], check=True)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(target)
+    return elapsed
+
+
+def pip_times(indexes: dict[str, str], work: Path, runs: int = 3) -> dict[str, float]:
+    """Median wall time of ``runs`` installs per index, the indexes taking turns."""
+    times: dict[str, list[float]] = {label: [] for label in indexes}
+    for _ in range(runs):
+        for label, index in indexes.items():
+            times[label].append(pip_once(index, work))
+    return {label: statistics.median(t) for label, t in times.items()}
+
+
+def table(rows: dict[str, tuple[float, float, float]], ratio: tuple[float, float, float]) -> str:
+    lines = [f"{'':12}{'small page req/s':>18}{'8 MiB wheel MB/s':>18}{'pip install (s)':>17}"]
+    lines += [f"{label:12}{rps:18,.0f}{bps / 1e6:18,.0f}{pip:17.2f}" for label, (rps, bps, pip) in rows.items()]
+    lines.append(f"{'ratio':12}{ratio[0]:17.2f}x{ratio[1]:17.2f}x{ratio[2]:16.2f}x"
+                 "   (targets: >= 0.5x, >= 0.8x, <= 1.05x)")
+    return "\n".join(lines)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of both servers side by side (default 3)")
+    rounds = parser.parse_args().rounds
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run `make setup` (the Makefile's SYSTEM_TOOLS installs it)")
@@ -135,22 +159,39 @@ http {{ access_log off; sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_re
         try:
             wait(nport)
             wait(gport)
-            rows = {}
-            for label, port in (("nginx", nport), ("wheelproof", gport)):
-                base = f"http://127.0.0.1:{port}/ipfs/{root}/simple"
-                page_rps, _ = wrk(f"{base}/bench-pkg0/", 16)
-                _, wheel_bps = wrk(f"{base}/bench-big/bench_big-1.0-py3-none-any.whl", 4)
-                rows[label] = (page_rps, wheel_bps, pip_time(f"{base}/", work))
-            n, w = rows["nginx"], rows["wheelproof"]
-            print(f"{'':12}{'small page req/s':>18}{'8 MiB wheel MB/s':>18}{'pip install (s)':>17}")
-            for label, (rps, bps, pip) in rows.items():
-                print(f"{label:12}{rps:18,.0f}{bps / 1e6:18,.0f}{pip:17.2f}")
-            print(f"{'ratio':12}{w[0] / n[0]:17.2f}x{w[1] / n[1]:17.2f}x{w[2] / n[2]:16.2f}x"
-                  "   (targets: >= 0.5x, >= 0.8x, <= 1.05x)")
+            bases = {"nginx": f"http://127.0.0.1:{nport}/ipfs/{root}/simple",
+                     "wheelproof": f"http://127.0.0.1:{gport}/ipfs/{root}/simple"}
+            pip_times({label: f"{base}/" for label, base in bases.items()}, work, runs=1)  # warm-up, discarded
+            measured: list[dict[str, tuple[float, float, float]]] = []
+            for r in range(rounds):
+                order = list(bases) if r % 2 == 0 else list(reversed(bases))
+                figures: dict[str, tuple[float, float]] = {}
+                for label in order:
+                    page_rps, _ = wrk(f"{bases[label]}/bench-pkg0/", 16)
+                    _, wheel_bps = wrk(f"{bases[label]}/bench-big/bench_big-1.0-py3-none-any.whl", 4)
+                    figures[label] = (page_rps, wheel_bps)
+                pips = pip_times({label: f"{bases[label]}/" for label in order}, work)
+                rows = {label: (*figures[label], pips[label]) for label in bases}
+                measured.append(rows)
+                print(f"round {r + 1} of {rounds} ({' first, '.join(order)} second):")
+                print(table(rows, ratios(rows)), flush=True)
+            medians = {label: median3([m[label] for m in measured]) for label in bases}
+            print(f"median of {rounds} rounds (ratio: the median of the rounds' ratios):")
+            print(table(medians, median3([ratios(m) for m in measured])))
         finally:
             for p in (ours, nginx):
                 p.terminate()
                 p.wait(10)
+
+
+def median3(values: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    a, b, c = (statistics.median(v[i] for v in values) for i in range(3))
+    return a, b, c
+
+
+def ratios(rows: dict[str, tuple[float, float, float]]) -> tuple[float, float, float]:
+    n, w = rows["nginx"], rows["wheelproof"]
+    return w[0] / n[0], w[1] / n[1], w[2] / n[2]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import uvloop
 
 from pipeline.export.ipfs import server as aserver
+from pipeline.export.ipfs.answers import AnswerCache
 from pipeline.export.ipfs.gateway import GatewayServer
 from pipeline.store.local import Store
 
@@ -17,8 +18,9 @@ KINDS = ("threaded", "async")
 
 
 @contextmanager
-def running(kind: str, store: Store, max_concurrency: int = 8, idle_timeout: float = 5.0) -> Iterator[int]:
-    """Yield the port of a running gateway of ``kind`` over ``store``."""
+def running(kind: str, store: Store, max_concurrency: int = 8, idle_timeout: float = 5.0,
+            cache: AnswerCache | None = None) -> Iterator[int]:
+    """Yield the port of a running gateway of ``kind`` over ``store`` (``cache``: the async one's answers)."""
     if kind == "threaded":
         server = GatewayServer(("127.0.0.1", 0), store, max_concurrency=max_concurrency, idle_timeout=idle_timeout)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -35,7 +37,8 @@ def running(kind: str, store: Store, max_concurrency: int = 8, idle_timeout: flo
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        srv = loop.run_until_complete(aserver.start(store, "127.0.0.1", 0, max_concurrency, idle_timeout))
+        srv = loop.run_until_complete(aserver.start(store, "127.0.0.1", 0, max_concurrency, idle_timeout,
+                                                        cache))
         box["server"], box["port"] = srv, srv.sockets[0].getsockname()[1]
         started.set()
         loop.run_forever()

@@ -24,8 +24,8 @@ from pipeline.export.ipfs.multiformats import CID, CIDError
 from pipeline.export.ipfs.selection import SCOPES, CarSelection, blocks, parse_entity_bytes
 from pipeline.model.errors import IntegrityError, StoreError
 
-__all__ = ["IMMUTABLE", "IPLD_CAR", "IPLD_RAW", "PEP691_HTML", "PEP691_JSON", "PROBE_CID", "Answer",
-           "Chunk", "car_stream", "negotiate", "parse_accept", "respond"]
+__all__ = ["IMMUTABLE", "IPLD_CAR", "IPLD_RAW", "PEP691_HTML", "PEP691_JSON", "PROBE_CID", "REQUEST_HEADERS",
+           "Answer", "Chunk", "car_stream", "negotiate", "parse_accept", "respond"]
 
 IMMUTABLE = "public, max-age=29030400, immutable"
 NO_CACHE = "no-cache"
@@ -36,6 +36,9 @@ IPLD_CAR = "application/vnd.ipld.car"
 JSON_INDEX = "index.json"
 # the identity CID of zero bytes: the path gateway's probe (https://specs.ipfs.tech/http-gateways/path-gateway/)
 PROBE_CID = "bafkqaaa"
+# every request header :func:`respond` reads (lower case): an answer depends on the method, the target and
+# these alone, so a server may remember immutable answers by them (pipeline.export.ipfs.answers)
+REQUEST_HEADERS = ("accept", "if-none-match", "range", "service-worker")
 MAX_ETAGS = 64  # If-None-Match entity tags evaluated at most; a longer list is a 400
 _TYPES = {".whl": "application/zip", ".metadata": "text/plain; charset=utf-8", ".json": "application/json",
           ".html": "text/html; charset=utf-8", ".car": IPLD_CAR}

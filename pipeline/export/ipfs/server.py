@@ -28,10 +28,11 @@ from typing import Any, cast
 import httptools
 import uvloop
 
+from pipeline.export.ipfs.answers import AnswerCache, CachedAnswer, Key
 from pipeline.export.ipfs.blocks import VerifiedBlocks
 from pipeline.export.ipfs.dag import DagReader, FileSpan, NotFound
 from pipeline.export.ipfs.gateway import snapshot_roots
-from pipeline.export.ipfs.respond import Answer, Chunk, respond
+from pipeline.export.ipfs.respond import IMMUTABLE, REQUEST_HEADERS, Answer, Chunk, respond
 from pipeline.model.errors import StoreError
 from pipeline.store.local import Store
 
@@ -41,9 +42,6 @@ MAX_TARGET = 8 << 10
 MAX_HEADER_BYTES = 64 << 10
 MAX_HEADERS = 100
 MAX_BODY = 64 << 10
-MAX_CACHED_ANSWERS = 4096
-MAX_CACHED_BODY = 64 << 10
-CACHEABLE = (200, 301, 304, 400, 404, 406)
 _PIPELINE = 16  # queued requests per connection before reading pauses
 _PHRASES = {200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
             400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
@@ -59,14 +57,15 @@ class _TooLarge(Exception):
 class AsyncGateway:
     """Shared state of one server: the reader (verified-once blocks), limits and the date cache."""
 
-    def __init__(self, store: Store, max_concurrency: int = 64, idle_timeout: float = 5.0):
+    def __init__(self, store: Store, max_concurrency: int = 64, idle_timeout: float = 5.0,
+                 cache: AnswerCache | None = None):
         self.store = store
         self.reader = DagReader(VerifiedBlocks(store))
         self.max_concurrency = max_concurrency
         self.idle_timeout = idle_timeout
         self.streaming = 0
-        # answers with small bodies, by request: what they answer never changes (immutable content)
-        self.answers: dict[tuple[str, ...], Answer] = {}
+        # serialized immutable answers with small bodies, by request (pipeline.export.ipfs.answers)
+        self.cache = cache if cache is not None else AnswerCache()
         self._date_at, self._date = 0, b""
 
     def date(self) -> bytes:
@@ -95,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.drained: asyncio.Future[None] | None = None
         self.idle: asyncio.TimerHandle | None = None
+        self.waiting_since = self.loop.time()  # since the last answer went out or a request began
         self._reset_message()
 
     # -- transport callbacks ------------------------------------------------------------------------
@@ -107,7 +107,7 @@ class _Connection(asyncio.Protocol):
         except OSError:
             pass
         self.transport.set_write_buffer_limits(high=64 << 10, low=0)
-        self._arm_idle()
+        self.idle = self.loop.call_later(self.app.idle_timeout, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -125,9 +125,6 @@ class _Connection(asyncio.Protocol):
             self.drained.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        if self.idle:
-            self.idle.cancel()
-            self.idle = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -137,8 +134,6 @@ class _Connection(asyncio.Protocol):
                        self._too_large.message if self._too_large else "malformed request")
         except httptools.HttpParserError as e:
             self._fail(400, f"malformed request: {e}")
-        if not self.busy and not self.closed and not self.queue:
-            self._arm_idle()
 
     # -- parser callbacks ------------------------------------------------------------------------
     def _reset_message(self) -> None:
@@ -150,6 +145,7 @@ class _Connection(asyncio.Protocol):
         self._too_large: _TooLarge | None = None
 
     def on_message_begin(self) -> None:
+        self.waiting_since = self.loop.time()  # the request's head must be complete within idle_timeout
         self._reset_message()
 
     def on_url(self, url: bytes) -> None:
@@ -179,6 +175,10 @@ class _Connection(asyncio.Protocol):
         version = self.parser.get_http_version()
         request = _Request(self.parser.get_method().decode("latin-1"), self.url.decode("latin-1"),
                            self.headers, self.parser.should_keep_alive(), version)
+        if not self.busy and not self.queue:  # the usual case: answered at once
+            if self._answer(request):
+                self.waiting_since = self.loop.time()
+            return
         self.queue.append(request)
         if len(self.queue) > _PIPELINE and not self.reading_paused:
             self.transport.pause_reading()
@@ -187,10 +187,22 @@ class _Connection(asyncio.Protocol):
             self._next()
 
     # -- answering ---------------------------------------------------------------------------------
-    def _arm_idle(self) -> None:
-        if self.idle:
-            self.idle.cancel()
-        self.idle = self.loop.call_later(self.app.idle_timeout, self._close)
+    def _check_idle(self) -> None:
+        """One timer per connection, not one per request: close when nothing is being answered and no
+        request was completed within ``idle_timeout`` (of the last answer, or of the request's start, so
+        a head trickled in byte by byte is cut off too); else look again when that time is up."""
+        self.idle = None
+        if self.closed:
+            return
+        timeout = self.app.idle_timeout
+        if self.busy or self.queue:
+            self.idle = self.loop.call_later(timeout, self._check_idle)
+            return
+        left = self.waiting_since + timeout - self.loop.time()
+        if left <= 0:
+            self._close()
+        else:
+            self.idle = self.loop.call_later(left, self._check_idle)
 
     def _close(self) -> None:
         if not self.closed:
@@ -211,21 +223,31 @@ class _Connection(asyncio.Protocol):
                 self.reading_paused = False
             if not self._answer(request):
                 return  # a streamed answer continues in a task, which calls _next when done
-        if not self.closed:
-            self._arm_idle()
+        self.waiting_since = self.loop.time()
 
     def _answer(self, request: _Request) -> bool:
         """Answer one request; True if done, False if a task streams the rest."""
         app = self.app
+        keep = request.keep_alive
+        key: Key = (request.method, request.target, request.version, "keep" if keep else "close",
+                    *map(request.headers.get, REQUEST_HEADERS))
+        hit = app.cache.get(key)
+        if hit is not None:
+            self.transport.write(hit.render(app.date()))
+            if not keep:
+                self._close()
+            return True
         head = request.method == "HEAD"
         answer = respond(app.reader, request.method, request.target, request.headers, lambda: snapshot_roots(app.store))
         body = answer.body
-        keep = request.keep_alive
         if isinstance(body, bytes) or head:
-            length = answer.length if answer.length is not None else (
-                len(body) if isinstance(body, bytes) and not head else None)
-            self._write_head(answer.status, answer.headers, length, request.version, keep,
-                             body if isinstance(body, bytes) and not head else b"")
+            payload = body if isinstance(body, bytes) and not head else b""
+            length = answer.length if answer.length is not None else (None if head else len(payload))
+            before, after = self._head(answer.status, answer.headers, length, request.version, keep)
+            after += payload
+            self.transport.write(before + app.date() + after)
+            if len(payload) <= app.cache.max_body and ("Cache-Control", IMMUTABLE) in answer.headers:
+                app.cache.put(key, CachedAnswer(before, after))
             if not keep:
                 self._close()
             return True
@@ -246,9 +268,15 @@ class _Connection(asyncio.Protocol):
 
     def _write_head(self, status: int, headers: list[tuple[str, str]], length: int | None, version: str,
                     keep: bool, body: bytes, chunked: bool = False) -> None:
-        lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, 'Unknown')}".encode(), b"Server: wheelproof-gateway/0.2",
-                 b"Date: " + self.app.date()]
-        lines.extend(f"{k}: {v}".encode("latin-1") for k, v in headers)
+        before, after = self._head(status, headers, length, version, keep, chunked)
+        self.transport.write(before + self.app.date() + after + body)
+
+    @staticmethod
+    def _head(status: int, headers: list[tuple[str, str]], length: int | None, version: str, keep: bool,
+              chunked: bool = False) -> tuple[bytes, bytes]:
+        """The response head around its Date value (RFC 9112 §4, §6): status line up to ``Date: ``, then
+        the rest of the fields and the blank line."""
+        lines = [b"", *(f"{k}: {v}".encode("latin-1") for k, v in headers)]
         if chunked:
             lines.append(b"Transfer-Encoding: chunked")
         elif length is not None and status != 304:
@@ -257,7 +285,8 @@ class _Connection(asyncio.Protocol):
             lines.append(b"Connection: close")
         elif version == "1.0":
             lines.append(b"Connection: keep-alive")
-        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        before = f"HTTP/1.1 {status} {_PHRASES.get(status, 'Unknown')}\r\nServer: wheelproof-gateway/0.2\r\nDate: "
+        return before.encode(), b"\r\n".join(lines) + b"\r\n\r\n"
 
     async def _drain(self) -> None:
         if self.drained is not None and not self.drained.done():
@@ -280,7 +309,7 @@ class _Connection(asyncio.Protocol):
             if chunked:
                 self.transport.write(b"0\r\n\r\n")
         except (StoreError, NotFound, OSError) as e:
-            if not self.closed:
+            if not self.closed and not isinstance(e, ConnectionError):  # a client leaving is not news
                 print(f"gateway: aborted: {e}", file=sys.stderr, flush=True)
             self.closed = True
             self.transport.abort()  # the client sees a short or unterminated body, never error text
@@ -326,8 +355,8 @@ def _report(task: asyncio.Task[Any]) -> None:
 
 
 async def start(store: Store, host: str, port: int, max_concurrency: int = 64,
-                idle_timeout: float = 5.0) -> asyncio.Server:
-    app = AsyncGateway(store, max_concurrency, idle_timeout)
+                idle_timeout: float = 5.0, cache: AnswerCache | None = None) -> asyncio.Server:
+    app = AsyncGateway(store, max_concurrency, idle_timeout, cache)
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: _Connection(app), host, port, reuse_address=True, backlog=1024)
 
