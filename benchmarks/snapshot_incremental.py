@@ -79,6 +79,11 @@ def main() -> None:
         print(f"one wheel changed:     {t_changed:6.2f} s  ({n_changed} new store objects for a "
               f"{len(data) / 1e6:.1f} MB wheel of {leaves} leaves + 1 file node; "
               f"{t_changed / hash_once:.2f}x hash-once)")
+        w = changed.written
+        assert w is not None
+        print(f"  of which the CAR:    copied {w.copied_blocks} blocks ({w.copied_bytes / 1e9:.2f} GB) from the "
+              f"previous CAR in {w.copy_seconds:.2f} s, read them back (prefixes, SHA-256) in "
+              f"{w.check_seconds:.2f} s, fsync {w.fsync_seconds:.2f} s; {w.new_blocks} blocks from the store")
 
 
 if __name__ == "__main__":

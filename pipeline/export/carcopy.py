@@ -26,6 +26,7 @@ The file is fsynced before it is renamed into place (the store's atomic-write co
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -84,6 +85,9 @@ class CarWritten:
     copied_bytes: int
     new_blocks: int
     index: CarIndex
+    copy_seconds: float = 0.0   # in copy_file_range
+    check_seconds: float = 0.0  # reading copied runs back: prefixes checked, bytes hashed
+    fsync_seconds: float = 0.0
 
 
 def car_stamp(path: Path) -> list[int]:
@@ -213,6 +217,7 @@ def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None
     copied_blocks = copied_bytes = new_blocks = 0
     run: list[Section] = []  # consecutive sections of the previous CAR, to copy in one go
     run_bytes = 0
+    timing = {"copy": 0.0, "check": 0.0}
     src = os.open(previous.path, os.O_RDONLY) if previous is not None else -1
 
     def put(data: bytes) -> None:
@@ -231,12 +236,15 @@ def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None
         assert previous is not None
         start, length = run[0].offset, run[-1].offset + run[-1].length - run[0].offset
         dst_start, done = pos, 0
+        t0 = time.perf_counter()
         while done < length:
             n = os.copy_file_range(src, tmp_fd, min(length - done, _COPY_CHUNK), start + done, dst_start + done)
             if n == 0:
                 raise _RunMismatch(f"{previous.path} ends inside a run, at {start + done:,}")
             done += n
         os.lseek(tmp_fd, dst_start + length, os.SEEK_SET)
+        t1 = time.perf_counter()
+        timing["copy"] += t1 - t0
         # read the run back where it landed: each section's prefix where the index says, hashed in order
         for s in run:
             at = dst_start + (s.offset - start)
@@ -250,6 +258,7 @@ def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None
                     raise _RunMismatch(f"no section of {CID.from_bytes(s.cid)} at offset {s.offset:,}")
                 sha.update(chunk)
                 got += len(chunk)
+        timing["check"] += time.perf_counter() - t1
         pos = dst_start + length
         copied_bytes += length
         run.clear()
@@ -277,7 +286,8 @@ def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None
         if src >= 0:
             os.close(src)
     index = CarIndex(str(root), sha.hexdigest(), pos, tuple(sections))
-    return CarWritten(pos, index.sha256, frozenset(digests), copied_blocks, copied_bytes, new_blocks, index)
+    return CarWritten(pos, index.sha256, frozenset(digests), copied_blocks, copied_bytes, new_blocks, index,
+                      timing["copy"], timing["check"])
 
 
 def write_car_file(store: Store, root: CID, car_path: Path, previous: PreviousCar | None,
@@ -292,7 +302,9 @@ def write_car_file(store: Store, root: CID, car_path: Path, previous: PreviousCa
             except _RunMismatch as e:
                 log(f"snapshot: the previous CAR does not check ({e}): writing every block from the store")
                 continue
+            t0 = time.perf_counter()
             os.fsync(fd)
+            written = dataclasses.replace(written, fsync_seconds=time.perf_counter() - t0)
             os.close(fd)
             fd = -1
             os.replace(tmp, car_path)

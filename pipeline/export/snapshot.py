@@ -267,6 +267,7 @@ class Snapshot:
     blocks: int
     new_blocks: int
     manifest: str  # store digest of the snapshot manifest
+    written: carcopy.CarWritten | None = None  # how the CAR was written (None: reused as it was)
 
 
 def iter_blocks(store: BlockSource, root: CID) -> Iterator[tuple[CID, bytes]]:
@@ -359,7 +360,8 @@ def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snaps
         log(f"snapshot: CAR: {written.copied_blocks} blocks ({written.copied_bytes:,} bytes) copied from "
             f"{previous.path.name if previous else '?'}, {written.new_blocks} read from the store")
     log(f"snapshot: {len(written.digests)} blocks ({counts['new']} new in the store)")
-    return Snapshot(root, car_path, written.size, written.sha256, len(written.digests), counts["new"], manifest)
+    return Snapshot(root, car_path, written.size, written.sha256, len(written.digests), counts["new"], manifest,
+                    written)
 
 
 def publish(store: Store, decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
