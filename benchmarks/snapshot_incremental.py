@@ -81,9 +81,9 @@ def main() -> None:
               f"{t_changed / hash_once:.2f}x hash-once)")
         w = changed.written
         assert w is not None
-        print(f"  of which the CAR:    copied {w.copied_blocks} blocks ({w.copied_bytes / 1e9:.2f} GB) from the "
-              f"previous CAR in {w.copy_seconds:.2f} s, read them back (prefixes, SHA-256) in "
-              f"{w.check_seconds:.2f} s, fsync {w.fsync_seconds:.2f} s; {w.new_blocks} blocks from the store")
+        print(f"  the new CAR:         {w.copied_blocks} blocks ({w.copied_bytes / 1e9:.2f} GB) copied from the "
+              f"previous CAR, {w.new_blocks} read from the store; written in {w.write_seconds:.2f} s, "
+              f"read back and hashed {w.hash_seconds:.2f} s later, final fsync {w.fsync_seconds:.2f} s")
 
 
 if __name__ == "__main__":

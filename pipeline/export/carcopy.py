@@ -19,9 +19,13 @@ offset the index says (a wrong or stale index cannot splice the wrong bytes in).
 index, a missing, truncated, edited or unrecorded CAR, a prefix that does not match) means a full
 write, every block read verified from the store, and says so in the log.
 
-The new CAR's SHA-256 (``SnapshotRecord.car.sha256``) stays the SHA-256 of its bytes: new sections
-are hashed as written, copied runs are read back from the new file (page cache) and hashed, in order.
-The file is fsynced before it is renamed into place (the store's atomic-write contract).
+The new CAR's SHA-256 (``SnapshotRecord.car.sha256``) stays the SHA-256 of its bytes, all of them:
+a thread follows the writer through the new file, reading back (from the page cache) what has been
+written, hashing it in order and checking each copied section's prefix where it landed. Another thread
+fdatasyncs what has been written every 64 MiB, so dirty pages do not pile up until the kernel throttles
+the writer, and the final fsync (before the rename: the store's atomic-write contract, unchanged) has
+little left to do. On ext4 (no reflinks) a new CAR is still a new file of the set's size: its time is
+bounded by the disk's write speed, whatever is copied (docs/snapshots.md has the figures).
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +49,7 @@ from pipeline.store.local import Store, sha256_file
 __all__ = ["CarIndex", "CarWritten", "PreviousCar", "Section", "car_stamp", "load_index", "previous_car",
            "save_index", "stamp_written", "trusted_car", "write_car", "write_car_file"]
 
-_COPY_CHUNK = 1 << 30  # copy_file_range asks for at most this much at a time
+_FLUSH_EVERY = 64 << 20  # copy and write this much, then let the read-back and the flusher catch up
 _READ_CHUNK = 4 << 20
 
 
@@ -85,9 +90,9 @@ class CarWritten:
     copied_bytes: int
     new_blocks: int
     index: CarIndex
-    copy_seconds: float = 0.0   # in copy_file_range
-    check_seconds: float = 0.0  # reading copied runs back: prefixes checked, bytes hashed
-    fsync_seconds: float = 0.0
+    write_seconds: float = 0.0  # the walk: runs copied, new blocks read verified and written
+    hash_seconds: float = 0.0   # then waiting for the read-back (prefixes checked, SHA-256) to finish
+    fsync_seconds: float = 0.0  # then the final fsync
 
 
 def car_stamp(path: Path) -> list[int]:
@@ -206,64 +211,127 @@ def _walk(store: Store, root: CID, previous: PreviousCar | None) -> Iterator[tup
             yield cid, store.read_bytes(cid.hex_digest)
 
 
+class _ReadBack:
+    """Follows the writer through the new file: reads back what is written (page cache), hashes it in
+    order and checks each copied section's ``varint ‖ CID`` prefix where it landed. Runs in a thread
+    beside the writer (hashlib and pread release the GIL), as does a flusher that fdatasyncs what is
+    written so far, so dirty pages do not pile up and throttle the copy, and the final fsync is short."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.sha = hashlib.sha256()
+        self.cond = threading.Condition()
+        self.written = 0
+        self.done = False
+        self.checks: list[tuple[int, bytes, CID]] = []  # (offset in the new file, prefix, for messages)
+        self.error: BaseException | None = None
+        self.flushes = 0  # flushes asked for (the flusher syncs once per wake-up, however many)
+
+    def advance(self, written: int, checks: Sequence[tuple[int, bytes, CID]] = ()) -> None:
+        with self.cond:
+            self.checks.extend(checks)
+            self.written = written
+            self.flushes += 1
+            self.cond.notify_all()
+
+    def finish(self) -> None:
+        with self.cond:
+            self.done = True
+            self.cond.notify_all()
+
+    def hash_loop(self) -> None:
+        pos, k = 0, 0
+        try:
+            while True:
+                with self.cond:
+                    while pos >= self.written and not self.done:
+                        self.cond.wait()
+                    limit, done, checks = self.written, self.done, self.checks[k:]
+                while pos < limit:
+                    chunk = os.pread(self.fd, min(_READ_CHUNK, limit - pos), pos)
+                    if not chunk:
+                        raise _RunMismatch(f"the new CAR is short at {pos:,}")
+                    self.sha.update(chunk)
+                    pos += len(chunk)
+                for offset, prefix, cid in checks:
+                    if offset + len(prefix) > limit:
+                        break
+                    if os.pread(self.fd, len(prefix), offset) != prefix:
+                        raise _RunMismatch(f"no section of {cid} where the previous CAR's index puts it")
+                    k += 1
+                if done and pos >= limit:
+                    return
+        except BaseException as e:  # handed to the writer, which raises it
+            self.error = e
+
+    def flush_loop(self) -> None:
+        seen = 0
+        try:
+            while True:
+                with self.cond:
+                    while self.flushes == seen and not self.done:
+                        self.cond.wait()
+                    if self.done:
+                        return
+                    seen = self.flushes
+                os.fdatasync(self.fd)
+        except OSError as e:
+            self.error = e
+
+
 def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None) -> CarWritten:
     """Write the CAR of ``root`` to ``tmp_fd`` (an empty file open for reading and writing), copying
     runs of ``previous`` where it can. Raises :class:`_RunMismatch` if a copied run is not where the
     previous CAR's index says (the caller then writes again without ``previous``)."""
-    sha = hashlib.sha256()
     pos = 0
     sections: list[Section] = []
     digests: set[str] = set()
     copied_blocks = copied_bytes = new_blocks = 0
     run: list[Section] = []  # consecutive sections of the previous CAR, to copy in one go
     run_bytes = 0
-    timing = {"copy": 0.0, "check": 0.0}
+    back = _ReadBack(tmp_fd)
+    threads = [threading.Thread(target=back.hash_loop, daemon=True),
+               threading.Thread(target=back.flush_loop, daemon=True)]
     src = os.open(previous.path, os.O_RDONLY) if previous is not None else -1
+    unflushed = 0
 
     def put(data: bytes) -> None:
-        nonlocal pos
+        nonlocal pos, unflushed
         view = memoryview(data)
         while view:
             n = os.write(tmp_fd, view)
             view = view[n:]
-        sha.update(data)
         pos += len(data)
+        unflushed += len(data)
+        if unflushed >= _FLUSH_EVERY:
+            back.advance(pos)
+            unflushed = 0
 
     def flush_run() -> None:
-        nonlocal pos, copied_bytes, run_bytes
+        nonlocal pos, copied_bytes, run_bytes, unflushed
         if not run:
             return
         assert previous is not None
         start, length = run[0].offset, run[-1].offset + run[-1].length - run[0].offset
+        checks = [(pos + s.offset - start, s.prefix, CID.from_bytes(s.cid)) for s in run]
         dst_start, done = pos, 0
-        t0 = time.perf_counter()
         while done < length:
-            n = os.copy_file_range(src, tmp_fd, min(length - done, _COPY_CHUNK), start + done, dst_start + done)
+            n = os.copy_file_range(src, tmp_fd, min(length - done, _FLUSH_EVERY), start + done, dst_start + done)
             if n == 0:
                 raise _RunMismatch(f"{previous.path} ends inside a run, at {start + done:,}")
             done += n
+            back.advance(dst_start + done, [c for c in checks if c[0] < dst_start + done] if checks else [])
+            checks = [c for c in checks if c[0] >= dst_start + done]
         os.lseek(tmp_fd, dst_start + length, os.SEEK_SET)
-        t1 = time.perf_counter()
-        timing["copy"] += t1 - t0
-        # read the run back where it landed: each section's prefix where the index says, hashed in order
-        for s in run:
-            at = dst_start + (s.offset - start)
-            prefix = s.prefix
-            got = 0
-            while got < s.length:
-                chunk = os.pread(tmp_fd, min(_READ_CHUNK, s.length - got), at + got)
-                if not chunk:
-                    raise _RunMismatch(f"the copy of {CID.from_bytes(s.cid)} is short")
-                if got == 0 and not chunk.startswith(prefix):
-                    raise _RunMismatch(f"no section of {CID.from_bytes(s.cid)} at offset {s.offset:,}")
-                sha.update(chunk)
-                got += len(chunk)
-        timing["check"] += time.perf_counter() - t1
         pos = dst_start + length
         copied_bytes += length
+        unflushed = 0
         run.clear()
         run_bytes = 0
 
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
     try:
         put(car.header([root]))
         for cid, item in _walk(store, root, previous):
@@ -282,12 +350,22 @@ def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None
                 put(data)
                 new_blocks += 1
         flush_run()
+        back.advance(pos)
     finally:
         if src >= 0:
             os.close(src)
-    index = CarIndex(str(root), sha.hexdigest(), pos, tuple(sections))
+        back.finish()
+        wrote = time.perf_counter()
+        for t in threads:
+            t.join()
+    if back.error is not None:
+        if isinstance(back.error, OSError | _RunMismatch):
+            raise back.error
+        raise RuntimeError(f"reading the new CAR back: {back.error}") from back.error
+    hashed = time.perf_counter()
+    index = CarIndex(str(root), back.sha.hexdigest(), pos, tuple(sections))
     return CarWritten(pos, index.sha256, frozenset(digests), copied_blocks, copied_bytes, new_blocks, index,
-                      timing["copy"], timing["check"])
+                      wrote - started, hashed - wrote)
 
 
 def write_car_file(store: Store, root: CID, car_path: Path, previous: PreviousCar | None,
