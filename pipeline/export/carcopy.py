@@ -169,6 +169,7 @@ class PreviousCar:
     path: Path
     index: CarIndex
     by_cid: dict[bytes, Section]
+    stamp: list[int]  # the file as it was checked; the copy is refused if the file it opens is not it
 
 
 def previous_car(store: Store, root: str, sha256: str, size: int, path: Path,
@@ -182,7 +183,13 @@ def previous_car(store: Store, root: str, sha256: str, size: int, path: Path,
     if why is not None:
         log(f"snapshot: not copying from the previous CAR ({why}): writing every block from the store")
         return None
-    return PreviousCar(path, index, {s.cid: s for s in index.sections})
+    try:
+        stamp = car_stamp(path)
+    except OSError as e:
+        log(f"snapshot: not copying from the previous CAR ({path}: {e.strerror or e}): writing every block "
+            "from the store")
+        return None
+    return PreviousCar(path, index, {s.cid: s for s in index.sections}, stamp)
 
 
 class _RunMismatch(Exception):
@@ -293,6 +300,11 @@ def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None
     threads = [threading.Thread(target=back.hash_loop, daemon=True),
                threading.Thread(target=back.flush_loop, daemon=True)]
     src = os.open(previous.path, os.O_RDONLY) if previous is not None else -1
+    if previous is not None:
+        st = os.fstat(src)
+        if [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns] != previous.stamp:
+            os.close(src)
+            raise _RunMismatch(f"{previous.path} changed after it was checked")
     unflushed = 0
 
     def put(data: bytes) -> None:
@@ -312,6 +324,8 @@ def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None
         if not run:
             return
         assert previous is not None
+        if back.error is not None:  # the read-back already failed: stop copying
+            raise back.error
         start, length = run[0].offset, run[-1].offset + run[-1].length - run[0].offset
         checks = [(pos + s.offset - start, s.prefix, CID.from_bytes(s.cid)) for s in run]
         dst_start, done = pos, 0

@@ -316,8 +316,13 @@ def _previous_car(store: Store, root: CID, log: Callable[[str], None]) -> carcop
     latest = _record_at(store, store.get_ref(TAG_KIND, "latest"), f"refs/{TAG_KIND}/latest")
     if latest is None or latest.root == str(root):
         return None
-    path = store.root / "cars" / f"{latest.root}.car"
-    return carcopy.previous_car(store, latest.root, latest.car.sha256, latest.car.size, path, log)
+    try:
+        previous = str(CID.parse(latest.root))  # a record's root names a file: a CID, nothing else
+    except ValueError:
+        log(f"snapshot: the latest snapshot's root {latest.root!r} is not a CID: writing every block from the store")
+        return None
+    path = store.root / "cars" / f"{previous}.car"
+    return carcopy.previous_car(store, previous, latest.car.sha256, latest.car.size, path, log)
 
 
 def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snapshot:
