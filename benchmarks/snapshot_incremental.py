@@ -4,8 +4,10 @@ nothing changed and when one wheel changed, each against the time to SHA-256 the
 Synthetic set (random wheel-sized files in a fresh store, ``--wheels N --size BYTES``, 78 x ~13 MB
 ≈ 1 GB by default) through the same steps as ``snapshot.publish``: the wheels' cached imports
 (``FileImports``, both profiles), the rendered PEP 503/691 tree, ``snapshot.build`` (DAG, CAR,
-record). The conda channel is not part of it (random bytes are not wheels); its cache is tested in
-tests/test_snapshot_incremental.py. Run: ``.venv/bin/python benchmarks/snapshot_incremental.py``.
+record; the new CAR copies the previous CAR's unchanged runs, pipeline/export/carcopy.py).
+``--torrent`` also times the torrent of the changed snapshot. The conda channel is not part of it
+(random bytes are not wheels); its cache is tested in tests/test_snapshot_incremental.py.
+Run: ``.venv/bin/python benchmarks/snapshot_incremental.py [--torrent]``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pipeline.export import torrent  # noqa: E402
 from pipeline.export.fileimports import FileImports  # noqa: E402
 from pipeline.export.ipfs.unixfs import V0_2015, V1_2025  # noqa: E402
 from pipeline.export.snapshot import PublishedWheel, Snapshot, build, render  # noqa: E402
@@ -48,6 +51,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--wheels", type=int, default=78)
     ap.add_argument("--size", type=int, default=13_500_000)
+    ap.add_argument("--torrent", action="store_true",
+                    help="also time the torrent of the changed snapshot (libtorrent hashes the whole tree)")
     args = ap.parse_args()
     rng = random.Random(15)
     with tempfile.TemporaryDirectory(prefix="snapinc-", dir=REPO) as tmp:
@@ -79,6 +84,17 @@ def main() -> None:
         print(f"one wheel changed:     {t_changed:6.2f} s  ({n_changed} new store objects for a "
               f"{len(data) / 1e6:.1f} MB wheel of {leaves} leaves + 1 file node; "
               f"{t_changed / hash_once:.2f}x hash-once)")
+        w = changed.written
+        assert w is not None
+        print(f"  the new CAR:         {w.copied_blocks} blocks ({w.copied_bytes / 1e9:.2f} GB) copied from the "
+              f"previous CAR, {w.new_blocks} read from the store; written in {w.write_seconds:.2f} s, "
+              f"read back and hashed {w.hash_seconds:.2f} s later, final fsync {w.fsync_seconds:.2f} s")
+        if args.torrent:
+            start = time.perf_counter()
+            torrent.write(store, changed.root, "http://127.0.0.1:8080")
+            t_torrent = time.perf_counter() - start
+            print(f"its torrent:           {t_torrent:6.2f} s  ({t_torrent / hash_once:.2f}x hash-once; "
+                  "unpacked from verified blocks, then hashed whole by libtorrent)")
 
 
 if __name__ == "__main__":

@@ -114,3 +114,52 @@ def test_conda_packages_are_converted_once(world, monkeypatch):
     os.truncate(path2, size - 1)
     path3, info3 = torrent.write(world.store, again.root, "http://gw.test")
     assert info3 == info and path3.stat().st_size == size
+
+
+def _tree(seed: int, changed: bytes | None = None) -> dict:
+    """A tree with multi-chunk files (dag-pb file nodes over 1 MiB raw leaves), small files, a duplicate
+    file in two places (a block the depth-first walk meets twice) and nested directories."""
+    import random
+
+    from pipeline.export.ipfs.unixfs import V1_2025
+
+    rng = random.Random(seed)
+    big = {f"p{i}": {f"p{i}-1.0.whl": rng.randbytes(V1_2025.chunk_size * 2 + 1000 * i),
+                     "index.html": f"<a>p{i}</a>".encode()} for i in range(4)}
+    shared = rng.randbytes(5000)
+    big["p1"]["same.bin"] = shared
+    big["p3"]["same.bin"] = shared
+    if changed is not None:
+        big["p2"]["p2-1.0.whl"] = changed
+    return {"index.html": b"top", "simple": big}
+
+
+def test_an_incremental_car_is_byte_for_byte_a_full_write(tmp_path):
+    import random
+
+    from pipeline.export.snapshot import build
+
+    store = Store(tmp_path / "store")
+    first = build(store, _tree(1), log=lambda m: None)
+    assert first.written is not None and first.written.copied_blocks == 0
+    logs: list[str] = []
+    changed = random.Random(2).randbytes(3 * 1024 * 1024 + 17)
+    second = build(store, _tree(1, changed), log=logs.append)
+    assert second.root != first.root
+    w = second.written
+    assert w is not None
+    # the changed file's 4 leaves and its node, its directory, simple/ and the root: 8 blocks written
+    assert (w.new_blocks, w.copied_blocks) == (8, second.blocks - 8)
+    assert any(f"copied from {first.car_path.name}" in m for m in logs)
+    fresh = build(Store(tmp_path / "fresh"), _tree(1, changed), log=lambda m: None)
+    assert fresh.written is not None and fresh.written.copied_blocks == 0
+    assert (fresh.root, fresh.car_sha256, fresh.car_size) == (second.root, second.car_sha256, second.car_size)
+    assert second.car_path.read_bytes() == fresh.car_path.read_bytes()
+    roots, blocks = car.read(second.car_path.read_bytes())  # every block verifies against its CID
+    assert roots == [second.root] and len(list(blocks)) == second.blocks
+    # a CAR copied from a copied CAR (through the section index the copy recorded) is still the full write
+    small = b"now one leaf"
+    third = build(store, _tree(1, small), log=lambda m: None)
+    assert third.written is not None and third.written.new_blocks == 4  # the leaf, p2/, simple/, root
+    full = build(Store(tmp_path / "fresh3"), _tree(1, small), log=lambda m: None)
+    assert third.car_path.read_bytes() == full.car_path.read_bytes() and third.root == full.root

@@ -43,26 +43,23 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
-import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import zstandard
 
-from pipeline.export.derived import DerivedCache, key_of
+from pipeline.export import carcopy
 from pipeline.export.fileimports import FileImports
-from pipeline.export.ipfs import car, dagpb
+from pipeline.export.ipfs import dagpb
 from pipeline.export.ipfs.blocks import BlockSource
 from pipeline.export.ipfs.multiformats import CID, DAG_PB
 from pipeline.export.ipfs.unixfs import V0_2015, V1_2025, Entry, Importer, Tree
 from pipeline.model.declaration import Artifact, Declaration
-from pipeline.model.errors import IntegrityError
+from pipeline.model.errors import IntegrityError, StoreError
 from pipeline.model.records import SNAPSHOT_KIND, BuildRecord, CarRef, SnapshotRecord, decode, encode
-from pipeline.store.local import Store, sha256_file
+from pipeline.store.local import Store
 
 API_VERSION = "1.1"
 TAG_KIND = "snapshot-tags"
@@ -270,6 +267,7 @@ class Snapshot:
     blocks: int
     new_blocks: int
     manifest: str  # store digest of the snapshot manifest
+    written: carcopy.CarWritten | None = None  # how the CAR was written (None: reused as it was)
 
 
 def iter_blocks(store: BlockSource, root: CID) -> Iterator[tuple[CID, bytes]]:
@@ -293,59 +291,47 @@ def walk(store: BlockSource, root: CID) -> list[tuple[CID, bytes]]:
     return list(iter_blocks(store, root))
 
 
-class _HashingWriter:
-    """A binary file that hashes what it writes (the CAR's SHA-256 without reading it back)."""
-
-    def __init__(self, f: BinaryIO):
-        self.f = f
-        self.sha = hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        return self.f.write(data)
-
-
-def _car_stamp(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+def _record_at(store: Store, digest: str | None, where: str) -> SnapshotRecord | None:
+    if digest is None:
+        return None
+    try:
+        return decode(SnapshotRecord, store.read_json(digest), where)
+    except (ValueError, IntegrityError, StoreError, zstandard.ZstdError):
+        return None
 
 
 def _reusable_car(store: Store, root: CID, car_path: Path) -> SnapshotRecord | None:
-    """The snapshot record of ``root`` if its CAR is in place and matches the size and SHA-256 it records.
+    """The snapshot record of ``root`` if its CAR is in place and is the recorded one (size, and the
+    stamp or else the SHA-256 it records: :func:`pipeline.export.carcopy.trusted_car`)."""
+    record = _record_at(store, store.get_ref(SNAPSHOT_KIND, str(root)), f"refs/{SNAPSHOT_KIND}/{root}")
+    if record is None or record.root != str(root):
+        return None
+    if carcopy.trusted_car(store, record.root, record.car.sha256, record.car.size, car_path) is not None:
+        return None
+    return record
 
-    The SHA-256 is re-read unless the file's identity (device, inode, size, mtime, ctime) is the one
-    recorded when this process last wrote or hashed it (any write since changes mtime and ctime). A
-    file changed within 2 s of being hashed is not stamped (a write in the same clock tick as the hash
-    would not show in the times: git's "racy" rule), so it is hashed again next time."""
-    digest = store.get_ref(SNAPSHOT_KIND, str(root))
-    if digest is None or not car_path.is_file():
+
+def _previous_car(store: Store, root: CID, log: Callable[[str], None]) -> carcopy.PreviousCar | None:
+    """The latest snapshot's CAR, to copy unchanged runs from, if it is recorded and checks."""
+    latest = _record_at(store, store.get_ref(TAG_KIND, "latest"), f"refs/{TAG_KIND}/latest")
+    if latest is None or latest.root == str(root):
         return None
     try:
-        record = decode(SnapshotRecord, store.read_json(digest), f"refs/{SNAPSHOT_KIND}/{root}")
-    except (ValueError, IntegrityError, zstandard.ZstdError):
+        previous = str(CID.parse(latest.root))  # a record's root names a file: a CID, nothing else
+    except ValueError:
+        log(f"snapshot: the latest snapshot's root {latest.root!r} is not a CID: writing every block from the store")
         return None
-    if record.root != str(root) or car_path.stat().st_size != record.car.size:
-        return None
-    stamps = DerivedCache(store, "car-checks")
-    key = key_of("car", str(root), record.car.sha256, record.car.size)
-    doc = stamps.get(key)
-    if doc is not None and doc.get("stamp") == _car_stamp(car_path):
-        return record
-    sha, _ = sha256_file(car_path)
-    if sha != record.car.sha256:
-        return None
-    stamp = _car_stamp(car_path)
-    if time.time_ns() - max(stamp[3], stamp[4]) > 2_000_000_000:
-        stamps.put(key, {"stamp": stamp})
-    return record
+    path = store.root / "cars" / f"{previous}.car"
+    return carcopy.previous_car(store, previous, latest.car.sha256, latest.car.size, path, log)
 
 
 def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snapshot:
     """Import ``tree`` into the store's blocks, write the CAR and root the snapshot.
 
     With the root already a snapshot whose CAR is in place and checks (:func:`_reusable_car`), nothing
-    is walked or written. Otherwise the CAR is streamed from a depth-first walk of the DAG (one block
-    in memory at a time), hashed as it is written, fsynced and renamed into place."""
+    is walked or written. Otherwise the CAR is written from a depth-first walk of the DAG: runs of
+    blocks the latest snapshot's CAR already holds are copied from it (:mod:`pipeline.export.carcopy`),
+    every other block is read verified from the store; then fsynced and renamed into place."""
     counts = {"blocks": 0, "new": 0}
 
     def put(cid: CID, block: bytes) -> None:
@@ -367,33 +353,20 @@ def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snaps
             log(f"snapshot: {len(reused.references)} blocks, unchanged: reusing {car_path.name}")
             return Snapshot(root, car_path, reused.car.size, reused.car.sha256, len(reused.references),
                             counts["new"], manifest)
-        digests: set[str] = set()
-
-        def blocks() -> Iterator[tuple[CID, bytes]]:
-            for cid, block in iter_blocks(store, root):
-                digests.add(cid.hex_digest)
-                yield cid, block
-
-        fd, tmp = tempfile.mkstemp(dir=store.tmp, prefix="car-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                out = _HashingWriter(f)
-                size = car.write(out, [root], blocks())  # type: ignore[arg-type]
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, car_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        car_sha = out.sha.hexdigest()
-        record = SnapshotRecord(str(root), CarRef(car_sha, size), tuple(sorted(digests)))
+        previous = _previous_car(store, root, log)
+        written = carcopy.write_car_file(store, root, car_path, previous, log)
+        record = SnapshotRecord(str(root), CarRef(written.sha256, written.size), tuple(sorted(written.digests)))
         manifest = store.put_json(encode(record))
         store.set_ref(SNAPSHOT_KIND, str(root), manifest)
         store.set_ref(TAG_KIND, "latest", manifest)
-        DerivedCache(store, "car-checks").put(key_of("car", str(root), car_sha, size),
-                                              {"stamp": _car_stamp(car_path)})
-    log(f"snapshot: {len(digests)} blocks ({counts['new']} new in the store)")
-    return Snapshot(root, car_path, size, car_sha, len(digests), counts["new"], manifest)
+        carcopy.stamp_written(store, str(root), written.sha256, written.size, car_path)
+        carcopy.save_index(store, written.index)
+    if written.copied_blocks:
+        log(f"snapshot: CAR: {written.copied_blocks} blocks ({written.copied_bytes:,} bytes) copied from "
+            f"{previous.path.name if previous else '?'}, {written.new_blocks} read from the store")
+    log(f"snapshot: {len(written.digests)} blocks ({counts['new']} new in the store)")
+    return Snapshot(root, car_path, written.size, written.sha256, len(written.digests), counts["new"], manifest,
+                    written)
 
 
 def publish(store: Store, decls: dict[str, Declaration], records: Mapping[str, BuildRecord],
