@@ -58,7 +58,8 @@ class BuildConditions:
     def declared(self) -> dict[str, str | int]:
         """The declared conditions by their TOML key (what the derivation hashes)."""
         values: dict[str, str | int | None] = {
-            "timestamps": self.timestamps, "checkout": self.checkout, "utc-offset": self.utc_offset, "umask": self.umask,
+            "timestamps": self.timestamps, "checkout": self.checkout, "utc-offset": self.utc_offset,
+            "umask": self.umask,
             "modes": self.modes, "clock": self.clock}
         return {k: v for k, v in values.items() if v is not None}
 

@@ -14,9 +14,10 @@ An sdist built from the same checkout keeps the checkout's mtimes and modes in i
 wheel member whose stamp is its sdist file's mtime (to the zip format's 2 seconds, shifted by a whole
 time-zone offset) was stamped from the file: ``timestamps = "sdist"`` and ``utc-offset``. Members
 stamped later than every source file were written during upstream's build: their stamp is the
-build's ``clock``. When the modules share one stamp that is not their sdist mtime, upstream built the
-wheel from a fresh clone (another than the sdist's): ``timestamps = "checkout"`` at that stamp. Modes of generated members give the ``umask``; members that keep the sdist's group
-write bit need ``modes = "sdist"`` (tarfile's ``data`` filter clears it).
+build's ``clock``. When the modules share one stamp that is not their sdist mtime, upstream built
+the wheel from a fresh clone (another than the sdist's): ``timestamps = "checkout"`` at that stamp.
+Modes of generated members give the ``umask``; members that keep the sdist's group write bit need
+``modes = "sdist"`` (tarfile's ``data`` filter clears it).
 """
 
 from __future__ import annotations
@@ -146,14 +147,14 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
     if values.get("timestamps") == "sdist":
         newest_source = max(_dos_seconds(f.mtime + fit.offset * 60) for f in files) if files else 0
     elif len(stamps) > 1 and matched:
-        sources = [m for m in members if m.name in matched and ".dist-info/" not in m.name]
-        common = Counter(m.date_time for m in sources).most_common(1)
-        if (len(sources) >= 2 and common and common[0][1] >= FIT_SHARE * len(sources)
+        modules = [m for m in members if m.name in matched and ".dist-info/" not in m.name]
+        common = Counter(m.date_time for m in modules).most_common(1)
+        if (len(modules) >= 2 and common and common[0][1] >= FIT_SHARE * len(modules)
                 and common[0][0] not in BACKEND_CONSTANTS):
             newest_source = calendar.timegm((*common[0][0], 0, 0, 0))
-            fit = _Fit(0, frozenset(m.name for m in sources if m.date_time == common[0][0]))
+            fit = _Fit(0, frozenset(m.name for m in modules if m.date_time == common[0][0]))
             values["timestamps"], values["checkout"] = "checkout", newest_source
-            evidence["timestamps"] = (f"{len(fit.fitting)} of {len(sources)} modules found in the sdist carry one "
+            evidence["timestamps"] = (f"{len(fit.fitting)} of {len(modules)} modules found in the sdist carry one "
                                       f"stamp, not their sdist mtimes: upstream built from a fresh clone")
             evidence["checkout"] = f"the stamp those modules carry, {_when(newest_source)}"
     if newest_source is not None:
