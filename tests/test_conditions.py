@@ -218,3 +218,11 @@ def test_a_backend_constant_is_not_a_checkout():
     members = [WheelMember(m.name, (1980, 1, 1, 0, 0, 0) if "dist-info" not in m.name else m.date_time,
                            m.mode, m.size) for m in members]
     assert infer_conditions(members, files).timestamps is None
+
+
+def test_a_py2_py3_setuptools_wheel_needs_universal():
+    from pipeline.realise.declare import universal_settings
+    assert universal_settings("six-1.17.0-py2.py3-none-any.whl", "setuptools.build_meta:__legacy__") == (
+        ("--build-option", ("--universal",)),)
+    assert universal_settings("six-1.17.0-py3-none-any.whl", "setuptools.build_meta") == ()
+    assert universal_settings("x-1-py2.py3-none-any.whl", "flit_core.buildapi") == ()  # flit tags it itself

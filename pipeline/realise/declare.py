@@ -37,7 +37,7 @@ from typing import Any
 import tomlkit
 from packaging.metadata import parse_email
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_sdist_filename
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
 from pipeline.model import environments
@@ -368,6 +368,10 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
     extra_inputs = existing.build.extra_inputs if existing else ()
     environment = existing.build.environment if existing else ()
     settings = existing.build.config_settings if existing else ()
+    if not settings and (universal := universal_settings(upstream.filename, build_system["build-backend"])):
+        settings = universal
+        log(f"{name} {version}: config-settings --build-option=--universal: upstream's wheel is tagged "
+            "py2.py3, which setuptools writes only with --universal")
     for _round in range(3):
         build = BuildSpec(build_system["build-backend"], tuple(build_system.get("backend-path", [])),
                           tuple(requires), facts.generator, facts.source_date_epoch,
@@ -442,6 +446,14 @@ def _header(decl: Declaration) -> str:
     return f"# {decl.name} {decl.version}: written by `python -m pipeline declare`; review before committing."
 
 
+def universal_settings(wheel_filename: str, backend: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """PEP 517 config_settings reproducing a setuptools ``py2.py3`` tag (bdist_wheel ``--universal``)."""
+    tags = {t.interpreter for t in parse_wheel_filename(wheel_filename)[3]}
+    if backend.startswith("setuptools") and {"py2", "py3"} <= tags:
+        return (("--build-option", ("--universal",)),)
+    return ()
+
+
 def set_conditions(build: Any, conditions: BuildConditions) -> None:
     """Write ``[build.conditions]`` (and its evidence) into a tomlkit ``[build]`` table, or drop it."""
     if "conditions" in build:
@@ -504,6 +516,11 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
         build["source-date-epoch"].comment(f"newest timestamp in the upstream wheel; inputs as of {resolved_before}")
     build["inputs"] = _aot(b.inputs)
     set_conditions(build, b.conditions)
+    if b.config_settings and "config-settings" not in build:
+        settings = tomlkit.inline_table()
+        settings.update(b.config_settings_json())
+        build["config-settings"] = settings
+        build["config-settings"].comment("inferred: upstream's wheel is tagged py2.py3")
     doc["build"] = build
     if decl.no_rebuild is not None:
         doc["rebuild"] = False
