@@ -146,9 +146,8 @@ def builder_result(directory: Path, name: str, max_bytes: int) -> dict[str, Any]
     if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
                for k, v in counts.items()):
         raise BoundaryError(f"{where}: field 'counts' should map names to numbers")
-    if not all(isinstance(k, str) and isinstance(v, list) and all(isinstance(p, str) for p in v)
-               for k, v in doc.get("imports", {}).items()):
-        raise BoundaryError(f"{where}: field 'imports' should map module names to lists of paths")
+    if not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in doc.get("imports", {}).items()):
+        raise BoundaryError(f"{where}: field 'imports' should map module names to paths")
     if "top" in doc:
         check_component(doc["top"], f"{where} field 'top'")
     return doc
