@@ -279,3 +279,19 @@ def test_a_dependency_written_in_mixed_case_gets_the_channels_conda_name(tmp_pat
     pkg = convert(ChannelWheel("mixed", "1.0", wheel.name, wheel), NameMap({}, {}), tmp_path / "work")
     assert {d.strip() for d in pkg.depends} == {"markupsafe >=2.0", "tiny-lib"}
     assert sorted(validate_depends(pkg.depends, "mixed")) == ["markupsafe", "tiny-lib"]
+
+
+def test_a_project_whose_requires_python_excludes_an_environment_is_not_locked_there():
+    """As `doit check` judges it: django requiring Python >= 3.12 is not offered to cp311 (3.11.0), so the
+    cp311 lock leaves it out instead of the snapshot failing."""
+    from pipeline.export import pylock
+    from pipeline.model import environments
+
+    envs = {e.name: e for e in environments.load()}
+    cp311, cp312 = envs["cp311-manylinux-x86_64"], envs["cp312-manylinux-x86_64"]
+    wheel = pylock.LockableWheel("django", "6.1", "django-6.1-py3-none-any.whl", "0" * 64, 1, ">=3.12", [], "u")
+    assert pylock.fits(wheel, cp311) and not pylock.serves(wheel, cp311)
+    assert pylock.serves(wheel, cp312)
+    patch = pylock.LockableWheel("soupsieve", "3.0", "soupsieve-3.0-py3-none-any.whl", "0" * 64, 1, ">=3.11.5", [],
+                                 "u")
+    assert not pylock.serves(patch, cp311)  # the environment is 3.11.0

@@ -47,8 +47,8 @@ from pipeline.model.declaration import DECLARATIONS_DIR
 from pipeline.model.errors import WheelproofError
 from pipeline.store.local import Store
 
-__all__ = ["CONDA_NAMES_FILE", "EPOCH", "CondaError", "CondaPackage", "NameMap", "ChannelWheel", "channel",
-           "closed", "convert", "load_names", "validate_depends"]
+__all__ = ["CONDA_NAMES_FILE", "EPOCH", "ChannelWheel", "CondaError", "CondaPackage", "ConverterRefused", "NameMap",
+           "channel", "closed", "convert", "load_names", "validate_depends"]
 
 CONDA_NAMES_FILE = DECLARATIONS_DIR / "conda-names.toml"
 EPOCH = 946684800  # 2000-01-01T00:00:00Z: every timestamp in the channel (zip cannot say 1970)
@@ -208,6 +208,11 @@ def _dependency_names(path: Path) -> set[str]:
     return {r.name for r in Metadata.from_email(text, validate=False).requires_dist or []}
 
 
+class ConverterRefused(CondaError):
+    """whl2conda cannot convert this wheel (e.g. a Metadata-Version it does not read): the wheel is left
+    out of the channel, said in the log; the snapshot goes on."""
+
+
 def convert(wheel: ChannelWheel, names: NameMap, work: Path) -> CondaPackage:
     """One pure wheel → one reproducible ``noarch: python`` ``.conda`` (whl2conda + conda-package-handling)."""
     from conda_package_handling.conda_fmt import CondaFormat_v2
@@ -236,7 +241,7 @@ def convert(wheel: ChannelWheel, names: NameMap, work: Path) -> CondaPackage:
     try:
         tree = converter.convert()
     except (Wheel2CondaError, WheelError, ValueError, OSError) as e:
-        raise CondaError(f"{wheel.filename}: whl2conda: {e}") from e
+        raise ConverterRefused(f"{wheel.filename}: whl2conda: {e}") from e
     tree = out / tree.name
     index_path = tree / "info" / "index.json"
     index = json.loads(index_path.read_text())
@@ -331,22 +336,24 @@ def channel(wheels: list[ChannelWheel], names: NameMap | None = None,
     package_of: dict[str, str] = {}
     noarch: Tree = {}
     digests: dict[str, str] = {}
-    converted = 0
     with tempfile.TemporaryDirectory(prefix="wheelproof-conda-") as tmp:
         for i, w in enumerate(pure):
-            if store is not None:
-                if not w.sha256:
-                    raise CondaError(f"{w.filename}: no store digest to cache its conda package by")
-                pkg, digest = _cached_package(store, w, names, Path(tmp) / str(i))
-            else:
-                pkg, digest = convert(w, names, Path(tmp) / str(i)), ""
+            try:
+                if store is not None:
+                    if not w.sha256:
+                        raise CondaError(f"{w.filename}: no store digest to cache its conda package by")
+                    pkg, digest = _cached_package(store, w, names, Path(tmp) / str(i))
+                else:
+                    pkg, digest = convert(w, names, Path(tmp) / str(i)), ""
+            except ConverterRefused as e:
+                log(f"conda: {w.filename} left out of the channel: {e.__cause__ or e}")
+                continue
             requires[pkg.name] = validate_depends(pkg.depends, f"{w.filename} (conda package {pkg.name})")
             if pkg.filename in noarch:
                 raise CondaError(f"{w.filename}: two wheels make the conda package {pkg.filename}")
             noarch[pkg.filename] = pkg.data
             digests[pkg.filename] = digest
             package_of[pkg.filename] = pkg.name
-            converted += 1
     kept, left_out = closed(requires)
     for name, missing in sorted(left_out.items()):
         log(f"conda: {name} left out of the channel: it needs {', '.join(missing)}, which has no noarch package")
@@ -358,7 +365,7 @@ def channel(wheels: list[ChannelWheel], names: NameMap | None = None,
         repodata = _cached_repodata(store, digests)
     else:
         repodata = _repodata({f: v for f, v in noarch.items() if isinstance(v, bytes)})
-    log(f"conda: {len(noarch)} noarch packages of {len(wheels)} wheels ({converted} pure, "
-        f"{converted - len(noarch)} left out)")
+    log(f"conda: {len(noarch)} noarch packages of {len(wheels)} wheels ({len(pure)} pure, "
+        f"{len(pure) - len(noarch)} left out)")
     subdir: Tree = {**noarch, **repodata}
     return {"noarch": subdir}

@@ -68,7 +68,8 @@ def subtrees(environments: Iterable[Environment], gateway: str | None = None,
                 pylock.requires_dist(meta, w.wheel.filename), url))
         locks: Tree = {}
         for env in envs:
-            names_here = [p for p, ws in sorted(available.items()) if any(pylock.fits(w, env) for w in ws)]
+            # what the environment has: a project whose Requires-Python excludes it is not offered there
+            names_here = [p for p, ws in sorted(available.items()) if any(pylock.serves(w, env) for w in ws)]
             locks[f"pylock.{env.name}.toml"] = pylock.lock(available, names_here, env).encode()
         log(f"locks: {len(locks)} pylock.toml files (one per supported environment)")
         return {"conda": conda.channel(channel_wheels, names, log, store), "locks": locks}

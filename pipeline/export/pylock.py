@@ -28,7 +28,7 @@ from pipeline.model.environments import Environment
 from pipeline.model.errors import WheelproofError
 
 __all__ = ["LOCK_NAME", "LockError", "LockableWheel", "environment_named", "fits", "lock", "lock_filename",
-           "requires_dist"]
+           "requires_dist", "serves"]
 
 LOCK_NAME = re.compile(r"pylock\.toml|pylock\.[^.]+\.toml")  # PEP 751's file names
 CREATED_BY = "wheelproof"
@@ -81,6 +81,13 @@ def _env_marker(env: Environment) -> Marker:
 
 def fits(w: LockableWheel, env: Environment) -> bool:
     return bool(parse_wheel_filename(w.filename)[3] & env.tag_set)
+
+
+def serves(w: LockableWheel, env: Environment) -> bool:
+    """The wheel installs in ``env``: its tags fit and its Requires-Python admits the environment's Python
+    (``python_full_version``, as ``doit check`` judges a project available there)."""
+    python = Version(env.markers["python_full_version"])
+    return fits(w, env) and (not w.requires_python or python in SpecifierSet(w.requires_python))
 
 
 def lock(available: dict[str, list[LockableWheel]], names: Iterable[str], env: Environment) -> str:

@@ -118,3 +118,43 @@ def test_a_tree_libtorrent_cannot_make_a_hybrid_torrent_of_is_refused_naming_the
     with pytest.raises(torrent.TorrentError) as e:
         torrent.make(top, "http://127.0.0.1:8080/ipfs/")
     assert "bafyroot/simple/pydantic/ and bafyroot/simple/pydantic-core" in str(e.value)
+
+
+def _pure_wheel(dest, name: str, metadata_version: str, requires: tuple[str, ...] = ()):
+    import base64
+    import hashlib
+    import zipfile
+
+    wheel = dest / f"{name}-1.0-py3-none-any.whl"
+    files = {
+        f"{name}/__init__.py": b"X = 1\n",
+        f"{name}-1.0.dist-info/METADATA": (f"Metadata-Version: {metadata_version}\nName: {name}\nVersion: 1.0\n"
+                                           + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
+        f"{name}-1.0.dist-info/WHEEL": (b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                        b"Tag: py3-none-any\n"),
+    }
+
+    def digest(data: bytes) -> str:
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{n},{digest(d)},{len(d)}\n" for n, d in files.items()) + f"{name}-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for member, data in files.items():
+            zf.writestr(member, data)
+        zf.writestr(f"{name}-1.0.dist-info/RECORD", record)
+    return ChannelWheel(name, "1.0", wheel.name, wheel)
+
+
+def test_a_wheel_the_converter_refuses_is_left_out_not_the_snapshot(tmp_path):
+    """whl2conda reads no Metadata-Version 2.0 (text-unidecode's): that wheel, and what needs it, stay out of
+    the channel, each said in the log; the channel is still written with the rest."""
+    old = _pure_wheel(tmp_path, "oldmeta", "2.0")
+    needs = _pure_wheel(tmp_path, "needsold", "2.1", ("oldmeta",))
+    fine = _pure_wheel(tmp_path, "fine", "2.1")
+    said: list[str] = []
+    tree = conda.channel([old, needs, fine], NameMap({}, {}), log=said.append)
+    repodata = json.loads(tree["noarch"]["repodata.json"])  # type: ignore[arg-type]
+    assert [p["name"] for p in repodata["packages.conda"].values()] == ["fine"]
+    assert any(line.startswith("conda: oldmeta-1.0-py3-none-any.whl left out of the channel:") for line in said)
+    assert "conda: needsold left out of the channel: it needs oldmeta, which has no noarch package" in said
+    assert said[-1] == "conda: 1 noarch packages of 3 wheels (3 pure, 2 left out)"
