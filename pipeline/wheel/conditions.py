@@ -145,7 +145,8 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
                                           "the backend stamped them in the uploader's local time")
     newest_source: int | None = None
     if values.get("timestamps") == "sdist":
-        newest_source = max(_dos_seconds(f.mtime + fit.offset * 60) for f in files) if files else 0
+        # the newest module stamped from its sdist file (an sdist made after the wheel has newer files)
+        newest_source = max(calendar.timegm((*m.date_time, 0, 0, 0)) for m in members if m.name in fit.fitting)
     elif len(stamps) > 1 and matched:
         modules = [m for m in members if m.name in matched and ".dist-info/" not in m.name]
         common = Counter(m.date_time for m in modules).most_common(1)
@@ -158,14 +159,16 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
                                       f"stamp, not their sdist mtimes: upstream built from a fresh clone")
             evidence["checkout"] = f"the stamp those modules carry, {_when(newest_source)}"
     if newest_source is not None:
-        written = [m for m in members if m.name not in fit.fitting and m.date_time not in BACKEND_CONSTANTS
-                   and calendar.timegm((*m.date_time, 0, 0, 0)) >= newest_source]
-        if written:
-            clock_local = max(calendar.timegm((*m.date_time, 0, 0, 0)) for m in written)
-            at_clock = sum(1 for m in written if calendar.timegm((*m.date_time, 0, 0, 0)) == clock_local)
+        later = [m for m in members if m.name not in fit.fitting and m.date_time not in BACKEND_CONSTANTS
+                 and calendar.timegm((*m.date_time, 0, 0, 0)) >= newest_source]
+        if later:
+            def local(m: WheelMember) -> int:
+                return calendar.timegm((*m.date_time, 0, 0, 0))
+            clock_local = max(local(m) for m in later)
+            at_clock = sum(1 for m in later if local(m) == clock_local)
             values["clock"] = clock_local - fit.offset * 60
-            evidence["clock"] = (f"{at_clock} of {len(written)} members newer than every source file (written "
-                                 f"during upstream's build) are stamped {_when(int(values['clock']))}")
+            evidence["clock"] = (f"{at_clock} of {len(later)} members newer than the sources (written during "
+                                 f"upstream's build) are stamped {_when(int(values['clock']))}")
     generated = [m for m in regular if m.name not in matched and not m.mode & 0o111
                  and not m.name.endswith(".dist-info/RECORD")]  # RECORD's mode is the backend's own
     modes = Counter(m.mode & 0o777 for m in generated)
