@@ -61,3 +61,14 @@ def test_a_local_header_that_disagrees_with_the_central_directory_differs(tmp_pa
     c = compare_wheels(a, b)
     assert c.verdict == "differs"
     assert "local headers disagree with the central directory" in c.summary()
+
+
+def test_another_deflate_stream_is_named(tmp_path):
+    data = {"pkg/__init__.py": (b"X = 1\n" * 200, 0o644)}
+    a = wheel(tmp_path / "a.whl", data)
+    b = tmp_path / "b.whl"
+    with zipfile.ZipFile(a) as src, zipfile.ZipFile(b, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info), compress_type=zipfile.ZIP_DEFLATED, compresslevel=1)
+    c = compare_wheels(a, b)
+    assert c.verdict == "equivalent" and c.zip_metadata == {"compressed size": ["pkg/__init__.py"]}

@@ -148,6 +148,8 @@ def compare_wheels(upstream: Path, rebuild: Path) -> Comparison:
             for fld in _ZIP_FIELDS:
                 if getattr(ia[name], fld) != getattr(ib[name], fld):
                     c.zip_metadata.setdefault(fld, []).append(name)
+            if ia[name].compress_size != ib[name].compress_size:  # same data, another deflate stream
+                c.zip_metadata.setdefault("compressed size", []).append(name)
             if _executable(ia[name]) != _executable(ib[name]):
                 c.executable_differs.append(name)
             if max(ia[name].file_size, ib[name].file_size) > MAX_MEMBER_BYTES:
