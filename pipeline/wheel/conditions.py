@@ -79,6 +79,11 @@ def read_sdist_files(sdist: Path, filename: str | None = None) -> list[SdistFile
     return out
 
 
+def _seconds(date_time: tuple[int, ...]) -> int:
+    """A zip stamp (a naive date and time) as seconds, read as UTC."""
+    return calendar.timegm((*date_time, 0, 0, 0))
+
+
 def _dos_seconds(t: float) -> int:
     """What a zip's DOS stamp keeps of a time: whole seconds, rounded down to even."""
     s = int(t // 1)
@@ -109,7 +114,7 @@ class _Fit:
 
 
 def _best_offset(members: list[WheelMember], matched: dict[str, SdistFile]) -> _Fit:
-    stamps = {m.name: calendar.timegm((*m.date_time, 0, 0, 0)) for m in members if m.name in matched}
+    stamps = {m.name: _seconds(m.date_time) for m in members if m.name in matched}
     best = _Fit(0, frozenset())
     for offset in [0, *range(MIN_OFFSET, MAX_OFFSET + 1, 15)]:
         fitting = frozenset(n for n, s in stamps.items() if _dos_seconds(matched[n].mtime + offset * 60) == s)
@@ -146,13 +151,13 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
     newest_source: int | None = None
     if values.get("timestamps") == "sdist":
         # the newest module stamped from its sdist file (an sdist made after the wheel has newer files)
-        newest_source = max(calendar.timegm((*m.date_time, 0, 0, 0)) for m in members if m.name in fit.fitting)
+        newest_source = max(_seconds(m.date_time) for m in members if m.name in fit.fitting)
     elif len(stamps) > 1 and matched:
         modules = [m for m in members if m.name in matched and ".dist-info/" not in m.name]
         common = Counter(m.date_time for m in modules).most_common(1)
         if (len(modules) >= 2 and common and common[0][1] >= FIT_SHARE * len(modules)
                 and common[0][0] not in BACKEND_CONSTANTS):
-            newest_source = calendar.timegm((*common[0][0], 0, 0, 0))
+            newest_source = _seconds(common[0][0])
             fit = _Fit(0, frozenset(m.name for m in modules if m.date_time == common[0][0]))
             values["timestamps"], values["checkout"] = "checkout", newest_source
             evidence["timestamps"] = (f"{len(fit.fitting)} of {len(modules)} modules found in the sdist carry one "
@@ -160,12 +165,10 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
             evidence["checkout"] = f"the stamp those modules carry, {_when(newest_source)}"
     if newest_source is not None:
         later = [m for m in members if m.name not in fit.fitting and m.date_time not in BACKEND_CONSTANTS
-                 and calendar.timegm((*m.date_time, 0, 0, 0)) >= newest_source]
+                 and _seconds(m.date_time) >= newest_source]
         if later:
-            def local(m: WheelMember) -> int:
-                return calendar.timegm((*m.date_time, 0, 0, 0))
-            clock_local = max(local(m) for m in later)
-            at_clock = sum(1 for m in later if local(m) == clock_local)
+            clock_local = max(_seconds(m.date_time) for m in later)
+            at_clock = sum(1 for m in later if _seconds(m.date_time) == clock_local)
             values["clock"] = clock_local - fit.offset * 60
             evidence["clock"] = (f"{at_clock} of {len(later)} members newer than the sources (written during "
                                  f"upstream's build) are stamped {_when(int(values['clock']))}")
