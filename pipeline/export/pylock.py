@@ -24,7 +24,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from pipeline.model.environments import Environment
+from pipeline.model.environments import Environment, admits
 from pipeline.model.errors import WheelproofError
 
 __all__ = ["LOCK_NAME", "LockError", "LockableWheel", "environment_named", "fits", "lock", "lock_filename",
@@ -85,9 +85,8 @@ def fits(w: LockableWheel, env: Environment) -> bool:
 
 def serves(w: LockableWheel, env: Environment) -> bool:
     """The wheel installs in ``env``: its tags fit and its Requires-Python admits the environment's Python
-    (``python_full_version``, as ``doit check`` judges a project available there)."""
-    python = Version(env.markers["python_full_version"])
-    return fits(w, env) and (not w.requires_python or python in SpecifierSet(w.requires_python))
+    (the one judgement ``doit check`` uses for a project being available there)."""
+    return fits(w, env) and admits(w.requires_python, env)
 
 
 def lock(available: dict[str, list[LockableWheel]], names: Iterable[str], env: Environment) -> str:

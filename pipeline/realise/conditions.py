@@ -18,7 +18,7 @@ from pipeline.model.errors import DeclarationError, Problem
 from pipeline.realise.declare import set_conditions
 from pipeline.realise.fetch import fetch
 from pipeline.store.local import Store, atomic_write
-from pipeline.wheel.conditions import infer_conditions, read_sdist_files, read_wheel_members
+from pipeline.wheel.conditions import infer_from_archives
 
 __all__ = ["ConditionChange", "infer_for", "write_conditions"]
 
@@ -39,8 +39,8 @@ def infer_for(decl: Declaration, store: Store, log: Callable[[str], None] = prin
     upstream = decl.wheel_for_build()
     for field, artifact in (("sdist", decl.sdist), ("wheels", upstream)):
         fetch(store, artifact, what=f"{decl.path} ({field})", log=log)
-    inferred = infer_conditions(read_wheel_members(store.verified_path(upstream.sha256)),
-                                read_sdist_files(store.verified_path(decl.sdist.sha256), decl.sdist.filename))
+    inferred = infer_from_archives(store.verified_path(upstream.sha256), store.verified_path(decl.sdist.sha256),
+                                   decl.sdist.filename)
     return ConditionChange(decl.canonical_name, decl.build.conditions, inferred)
 
 

@@ -73,7 +73,7 @@ from pipeline.realise.choose import Release, candidates, choose_release
 from pipeline.realise.fetch import fetch
 from pipeline.realise.index import IndexFile, SimpleIndex
 from pipeline.store.local import Store, atomic_write
-from pipeline.wheel.conditions import infer_conditions, read_sdist_files, read_wheel_members
+from pipeline.wheel.conditions import infer_from_archives
 
 GENERATOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*\(?\s*v?(\d[^\s)]*)\)?")
 # The project whose version a WHEEL "Generator:" name reports.
@@ -361,8 +361,8 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
     except IndexError_ as e:
         log(f"note: pinning the generator failed ({e}); resolving without the pin")
         resolved = resolve(requires, index, before)
-    conditions = infer_conditions(read_wheel_members(store.verified_path(upstream.sha256)),
-                                  read_sdist_files(store.verified_path(sdist.sha256), sdist.filename))
+    conditions = infer_from_archives(store.verified_path(upstream.sha256), store.verified_path(sdist.sha256),
+                                     sdist.filename)
     log(f"{name} {version}: build conditions {conditions.describe() or 'none'} (inferred from the upstream wheel "
         "and sdist; evidence in [build.conditions.evidence])")
     extra_inputs = existing.build.extra_inputs if existing else ()

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from pipeline.model.conditions import MAX_OFFSET, MIN_OFFSET, BuildConditions, tz_label
 
-__all__ = ["SdistFile", "WheelMember", "infer_conditions", "read_sdist_files", "read_wheel_members"]
+__all__ = ["SdistFile", "WheelMember", "infer_conditions", "infer_from_archives", "read_sdist_files",
+           "read_wheel_members"]
 
 MAX_SDIST_MEMBERS = 200_000
 FIT_SHARE = 0.8           # members that must carry their sdist mtime to call the timestamps "sdist"
@@ -195,3 +196,8 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
         modes=str(values["modes"]) if "modes" in values else None,
         clock=int(values["clock"]) if "clock" in values else None,
         evidence=tuple(sorted(evidence.items())))
+
+
+def infer_from_archives(wheel: Path, sdist: Path, sdist_filename: str) -> BuildConditions:
+    """:func:`infer_conditions` over an upstream wheel and its sdist (``sdist_filename``: its real name)."""
+    return infer_conditions(read_wheel_members(wheel), read_sdist_files(sdist, sdist_filename))

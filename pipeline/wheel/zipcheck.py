@@ -50,12 +50,13 @@ def _check_name(name: str, seen: set[str], where: str) -> None:
     seen.add(name)
 
 
-def _check_local_header(f: BinaryIO, info: zipfile.ZipInfo, where: str) -> None:
+def _check_local_header(f: BinaryIO, info: zipfile.ZipInfo, where: str) -> tuple[int, ...]:
     f.seek(info.header_offset)
     raw = f.read(_LOCAL.size)
     if len(raw) != _LOCAL.size:
         raise ZipCheckError(f"{where}: member {info.filename!r}: local header is cut off")
-    sig, _, flags, method, _, _, crc, csize, usize, name_len, _ = _LOCAL.unpack(raw)
+    fields = _LOCAL.unpack(raw)
+    sig, _, flags, method, _, _, crc, csize, usize, name_len, _ = fields
     name = f.read(name_len)
     if sig != _LOCAL_SIGNATURE:
         raise ZipCheckError(f"{where}: member {info.filename!r}: no local header at offset {info.header_offset}")
@@ -69,6 +70,7 @@ def _check_local_header(f: BinaryIO, info: zipfile.ZipInfo, where: str) -> None:
             and 0xFFFFFFFF not in (csize, usize):
         raise ZipCheckError(f"{where}: member {info.filename!r}: local header and central directory disagree "
                             "on CRC or sizes")
+    return fields
 
 
 def _dos_stamp(date_time: tuple[int, ...]) -> tuple[int, int]:
@@ -83,9 +85,7 @@ def local_header_problems(path: Path, limit: int = 20) -> list[str]:
     with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
         for info in zf.infolist():
             try:
-                _check_local_header(raw, info, path.name)
-                raw.seek(info.header_offset)
-                fields = _LOCAL.unpack(raw.read(_LOCAL.size))
+                fields = _check_local_header(raw, info, path.name)
                 if (fields[4], fields[5]) != _dos_stamp(info.date_time):
                     out.append(f"{path.name}: member {info.filename!r}: local header and central directory "
                                "disagree on the time stamp")
