@@ -169,12 +169,16 @@ def stamp_checkout(srcdir: Path, when: int) -> None:
         os.utime(path, (when, when), follow_symlinks=False)
 
 
-def freeze_clock(clock: int, faketime: str | None, scratch: Path) -> None:
+HOST_HOOK = Path(__file__).resolve().parent / "build_host"  # its sitecustomize.py reproduces upstream's host
+
+
+def freeze_clock(clock: int, faketime: str | None, scratch: Path, written: dict[str, int] | None = None) -> None:
     """Run the backend (a child process) at a frozen clock, as upstream's build ran at its time.
 
     libfaketime freezes what every process reads from the clock. The kernel, not libc, stamps the files
-    a process writes, so the ``frozen_clock`` start-up hook (builders/frozen_clock/sitecustomize.py) makes
-    ``os.stat`` report the frozen time for files written from now on; files from the sdist keep theirs.
+    a process writes, so the start-up hook (builders/build_host/sitecustomize.py) makes ``os.stat``
+    report the frozen time for files written from now on (or, for a file named in ``written``, the
+    moment upstream's build wrote it); files from the sdist keep theirs.
     """
     if not faketime:
         raise SystemExit("wheelproof: --clock needs --faketime (the libfaketime library)")
@@ -185,10 +189,20 @@ def freeze_clock(clock: int, faketime: str | None, scratch: Path) -> None:
     os.environ.update({
         "LD_PRELOAD": faketime, "FAKETIME_FMT": "%s", "FAKETIME": str(clock),
         "WHEELPROOF_CLOCK": str(clock), "WHEELPROOF_CLOCK_SINCE": str(since),
-        "PYTHONPATH": str(Path(__file__).resolve().parent / "frozen_clock"),
+        "WHEELPROOF_WRITTEN": json.dumps(written or {}, sort_keys=True),
+        "PYTHONPATH": str(HOST_HOOK),
     })
     print(f"wheelproof: backend clock frozen at {clock} ({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(clock))})",
           flush=True)
+
+
+def emulate_host(host: str | None) -> None:
+    """Run the backend as on upstream's build host, through the same start-up hook: on ``windows``,
+    text-mode writes end lines with CRLF, zip members record host system 0 and ``os.stat`` reports
+    the modes Windows reports."""
+    if host is not None:
+        os.environ.update({"WHEELPROOF_HOST": host, "PYTHONPATH": str(HOST_HOOK)})
+        print(f"wheelproof: backend runs as on a {host} host", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkout-time", type=int, help="prepare: give every source file this mtime (a fresh clone's)")
     ap.add_argument("--clock", type=int, help="wheel/requires: freeze the backend's clock at this epoch second")
     ap.add_argument("--faketime", help="with --clock: the libfaketime library to preload")
+    ap.add_argument("--written", type=json.loads, default=None,
+                    help="with --clock: {file name: epoch second} for files upstream's build wrote before its clock")
+    ap.add_argument("--host", choices=["windows"], help="wheel/requires: run the backend as on this host")
     args = ap.parse_args(argv)
     os.umask(args.umask)
     started = time.monotonic()
@@ -234,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
 
         env = IsolatedEnv(env_dir)
         if args.clock is not None:
-            freeze_clock(args.clock, args.faketime, out)
+            freeze_clock(args.clock, args.faketime, out, args.written)
+        emulate_host(args.host)
         os.environ["PATH"] = f"{env.scripts}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
         srcdir = Path(args.srcdir)
         builder = ProjectBuilder(srcdir, python_executable=env.python)

@@ -13,6 +13,8 @@ with the evidence it was inferred from (``pipeline/wheel/conditions.py`` infers 
     umask = "022"                 # the umask of the checkout and the build
     modes = "sdist"               # extracted files keep the sdist's permission bits (g+w included)
     clock = 1793531978            # a frozen clock for the backend (libfaketime) and the files it writes
+    written = { "top_level.txt" = 1793531974 }  # files the build wrote earlier than the clock, by name
+    host = "windows"              # the backend runs as on Windows: CRLF text mode, zip host 0, stat modes
 
     [build.conditions.evidence]
     timestamps = "47 of 47 members found in the sdist carry its mtime (2 s zip resolution)"
@@ -36,7 +38,9 @@ __all__ = ["CONDITION_KEYS", "TIMESTAMPS", "BuildConditions", "parse_conditions"
 
 TIMESTAMPS = ("source-date-epoch", "sdist", "checkout")
 MODES = ("filtered", "sdist")
-CONDITION_KEYS = ("timestamps", "checkout", "utc-offset", "umask", "modes", "clock")
+CONDITION_KEYS = ("timestamps", "checkout", "utc-offset", "umask", "modes", "clock", "written", "host")
+HOSTS = ("windows",)
+MAX_WRITTEN = 64  # named files in ``written``: a backend generates a handful
 MIN_OFFSET, MAX_OFFSET = -12 * 60, 14 * 60  # the zones in use (UTC-12 .. UTC+14)
 
 FieldPath = tuple[str | int, ...]
@@ -53,14 +57,17 @@ class BuildConditions:
     umask: str | None = None        # three octal digits, e.g. "022"
     modes: str | None = None        # "filtered" (default) or "sdist"
     clock: int | None = None        # seconds since the epoch, frozen for the backend
+    written: tuple[tuple[str, int], ...] | None = None  # (file name, stamp) of files written before the clock
+    host: str | None = None         # "windows": the backend sees Windows' text mode, zip host and stat modes
     evidence: tuple[tuple[str, str], ...] = ()  # (condition key, why it was inferred)
 
-    def declared(self) -> dict[str, str | int]:
+    def declared(self) -> dict[str, str | int | dict[str, int]]:
         """The declared conditions by their TOML key (what the derivation hashes)."""
-        values: dict[str, str | int | None] = {
+        values: dict[str, str | int | dict[str, int] | None] = {
             "timestamps": self.timestamps, "checkout": self.checkout, "utc-offset": self.utc_offset,
-            "umask": self.umask,
-            "modes": self.modes, "clock": self.clock}
+            "umask": self.umask, "modes": self.modes, "clock": self.clock,
+            "written": dict(self.written) if self.written is not None else None,
+            "host": self.host}
         return {k: v for k, v in values.items() if v is not None}
 
     @property
@@ -86,6 +93,11 @@ class BuildConditions:
             parts.append("sdist modes")
         if self.clock is not None:
             parts.append(f"frozen clock {self.clock}")
+        if self.written:
+            n = len(self.written)
+            parts.append(f"{n} file{'s' if n > 1 else ''} written earlier")
+        if self.host is not None:
+            parts.append(f"{self.host} host")
         return ", ".join(parts)
 
 
@@ -122,7 +134,13 @@ def parse_conditions(table: dict[str, Any], problem: Report, fp: FieldPath) -> B
                               or any(c not in "01234567" for c in umask)):
         problem(fp + ("umask",), f'must be three octal digits as a string, e.g. "022"; got {umask!r}')
         umask = None
-    conditions = BuildConditions(timestamps, checkout, offset, umask, modes, clock, _evidence(table, problem, fp))
+    written = _written(table, problem, fp)
+    if written is not None and clock is None:
+        problem(fp + ("written",), "written stamps files the build wrote before its clock: declare clock too")
+        written = None
+    host = _choice(table, "host", HOSTS, problem, fp)
+    conditions = BuildConditions(timestamps, checkout, offset, umask, modes, clock, written, host,
+                                 _evidence(table, problem, fp))
     given = dict(conditions.evidence)
     for key in conditions.declared():
         if not given.get(key):
@@ -151,6 +169,28 @@ def _int(table: dict[str, Any], key: str, low: int, high: int, problem: Report, 
         problem(fp + (key,), f"must be an integer between {low} and {high}; got {value!r}")
         return None
     return value
+
+
+def _written(table: dict[str, Any], problem: Report, fp: FieldPath) -> tuple[tuple[str, int], ...] | None:
+    """``written = { "top_level.txt" = T, ... }``: a file name (no directory) and the epoch second the
+    backend wrote it at, before the frozen clock's moment (upstream's build took that long)."""
+    value = table.get("written")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value or len(value) > MAX_WRITTEN:
+        problem(fp + ("written",), f"expected a table of 1 to {MAX_WRITTEN} file names, each = epoch seconds")
+        return None
+    out = []
+    for name, when in value.items():
+        if not name or "/" in name or "\\" in name or name in (".", "..") or not name.isprintable():
+            problem(fp + ("written", name), "must be a bare file name (no directory, no control characters)")
+        elif (not isinstance(when, int) or isinstance(when, bool)
+              or not ZIP_EPOCH_MIN <= when <= ZIP_EPOCH_MAX):
+            problem(fp + ("written", name), f"must be an integer between {ZIP_EPOCH_MIN} and {ZIP_EPOCH_MAX}; "
+                                            f"got {when!r}")
+        else:
+            out.append((name, when))
+    return tuple(sorted(out)) if len(out) == len(value) else None
 
 
 def _evidence(table: dict[str, Any], problem: Report, fp: FieldPath) -> tuple[tuple[str, str], ...]:

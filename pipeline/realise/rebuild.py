@@ -187,6 +187,10 @@ def condition_options(decl: Declaration, variation: Variation) -> tuple[tuple[st
     build = umask
     if conditions.clock is not None:
         build += ("--clock", str(conditions.clock), "--faketime", str(faketime_library()))
+        if conditions.written:
+            build += ("--written", json.dumps(dict(conditions.written), sort_keys=True))
+    if conditions.host is not None:
+        build += ("--host", conditions.host)
     return prepare, build
 
 

@@ -14,7 +14,9 @@ An sdist built from the same checkout keeps the checkout's mtimes and modes in i
 wheel member whose stamp is its sdist file's mtime (to the zip format's 2 seconds, shifted by a whole
 time-zone offset) was stamped from the file: ``timestamps = "sdist"`` and ``utc-offset``. Members
 stamped later than every source file were written during upstream's build: their stamp is the
-build's ``clock``. When the modules share one stamp that is not their sdist mtime, upstream built
+build's ``clock``; those stamped before it (the build took seconds: setuptools writes the egg-info
+files, then the dist-info, then ``RECORD`` at the clock) are ``written``, by file name. When the
+modules share one stamp that is not their sdist mtime, upstream built
 the wheel from a fresh clone (another than the sdist's): ``timestamps = "checkout"`` at that stamp.
 Modes of generated members give the ``umask``; members that keep the sdist's group write bit need
 ``modes = "sdist"`` (tarfile's ``data`` filter clears it).
@@ -33,8 +35,8 @@ from pathlib import Path
 
 from pipeline.model.conditions import MAX_OFFSET, MIN_OFFSET, BuildConditions, tz_label
 
-__all__ = ["SdistFile", "WheelMember", "infer_conditions", "infer_from_archives", "read_sdist_files",
-           "read_wheel_members"]
+__all__ = ["SdistFile", "WheelMember", "infer_conditions", "infer_from_archives", "metadata_has_crlf",
+           "read_sdist_files", "read_wheel_members"]
 
 MAX_SDIST_MEMBERS = 200_000
 FIT_SHARE = 0.8           # members that must carry their sdist mtime to call the timestamps "sdist"
@@ -47,6 +49,7 @@ class WheelMember:
     date_time: tuple[int, int, int, int, int, int]
     mode: int   # permission bits from external_attr (0 when the zip records none)
     size: int
+    create_system: int = 3  # the host system the member records (0 MS-DOS/Windows, 3 Unix)
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,23 @@ class SdistFile:
 
 def read_wheel_members(wheel: Path) -> list[WheelMember]:
     with zipfile.ZipFile(wheel) as zf:
-        return [WheelMember(i.filename, i.date_time, (i.external_attr >> 16) & 0o7777, i.file_size)
+        return [WheelMember(i.filename, i.date_time, (i.external_attr >> 16) & 0o7777, i.file_size, i.create_system)
                 for i in zf.infolist() if not i.is_dir()]
+
+
+MAX_METADATA = 1 << 20
+
+
+def metadata_has_crlf(wheel: Path) -> bool:
+    """Whether the wheel's ``.dist-info/METADATA`` ends its lines with CRLF (Python's text mode on
+    Windows writes them); a member larger than any real METADATA is not read."""
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            top, _, rest = info.filename.partition("/")
+            if top.endswith(".dist-info") and rest == "METADATA" and info.file_size <= MAX_METADATA:
+                with zf.open(info) as f:
+                    return b"\r\n" in f.read(MAX_METADATA + 1)
+    return False
 
 
 def read_sdist_files(sdist: Path, filename: str | None = None) -> list[SdistFile]:
@@ -128,10 +146,30 @@ def _when(seconds: int) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> BuildConditions:
+def _written_before(later: list[WheelMember], clock_local: int, offset: int) -> tuple[tuple[str, int], ...]:
+    """File names stamped before the clock's moment, with their stamps (as epoch seconds): files the build
+    wrote seconds before ``RECORD``, or metadata an sdist made in the same run already holds. The sandbox
+    stamps only files its build writes, by name alone, so a name stamped at two moments is left alone."""
+    stamps: dict[str, set[int]] = {}
+    for m in later:
+        stamps.setdefault(m.name.rsplit("/", 1)[-1], set()).add(_seconds(m.date_time) - offset * 60)
+    clock = clock_local - offset * 60
+    out = []
+    for name, moments in stamps.items():
+        if len(moments) == 1 and (when := next(iter(moments))) != clock:
+            out.append((name, when))
+    return tuple(sorted(out))
+
+
+def infer_conditions(members: list[WheelMember], files: list[SdistFile],
+                     crlf_metadata: bool = False) -> BuildConditions:
     """The conditions upstream's wheel shows it was built under, each with its evidence."""
     values: dict[str, str | int] = {}
     evidence: dict[str, str] = {}
+    if members and all(m.create_system == 0 for m in members):
+        values["host"] = "windows"
+        evidence["host"] = (f"all {len(members)} members record create_system 0 (MS-DOS), as zipfile writes on "
+                            "Windows" + ("; METADATA ends its lines with CRLF (text mode)" if crlf_metadata else ""))
     regular = [m for m in members if m.mode]
     matched = _match(members, files)
     stamps = Counter(m.date_time for m in members)
@@ -150,6 +188,7 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
                 evidence["utc-offset"] = (f"those members carry the sdist's mtimes shifted by {tz_label(fit.offset)}: "
                                           "the backend stamped them in the uploader's local time")
     newest_source: int | None = None
+    written: tuple[tuple[str, int], ...] | None = None
     if values.get("timestamps") == "sdist":
         # the newest module stamped from its sdist file (an sdist made after the wheel has newer files)
         newest_source = max(_seconds(m.date_time) for m in members if m.name in fit.fitting)
@@ -173,6 +212,11 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
             values["clock"] = clock_local - fit.offset * 60
             evidence["clock"] = (f"{at_clock} of {len(later)} members newer than the sources (written during "
                                  f"upstream's build) are stamped {_when(int(values['clock']))}")
+            written = _written_before(later, clock_local, fit.offset)
+            if written:
+                evidence["written"] = (f"{len(written)} of those members carry an earlier stamp (written seconds "
+                                       "before RECORD), by name: " + ", ".join(f"{n} {_when(t)}" for n, t in written[:4])
+                                       + (", ..." if len(written) > 4 else ""))
     generated = [m for m in regular if m.name not in matched and not m.mode & 0o111
                  and not m.name.endswith(".dist-info/RECORD")]  # RECORD's mode is the backend's own
     modes = Counter(m.mode & 0o777 for m in generated)
@@ -195,9 +239,12 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile]) -> Buil
         umask=str(values["umask"]) if "umask" in values else None,
         modes=str(values["modes"]) if "modes" in values else None,
         clock=int(values["clock"]) if "clock" in values else None,
+        written=written or None,
+        host=str(values["host"]) if "host" in values else None,
         evidence=tuple(sorted(evidence.items())))
 
 
 def infer_from_archives(wheel: Path, sdist: Path, sdist_filename: str) -> BuildConditions:
     """:func:`infer_conditions` over an upstream wheel and its sdist (``sdist_filename``: its real name)."""
-    return infer_conditions(read_wheel_members(wheel), read_sdist_files(sdist, sdist_filename))
+    return infer_conditions(read_wheel_members(wheel), read_sdist_files(sdist, sdist_filename),
+                            metadata_has_crlf(wheel))
