@@ -214,9 +214,9 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile],
                                  f"upstream's build) are stamped {_when(int(values['clock']))}")
             written = _written_before(later, clock_local, fit.offset)
             if written:
+                named = ", ".join(f"{n} {_when(t)}" for n, t in written[:4]) + (", ..." if len(written) > 4 else "")
                 evidence["written"] = (f"{len(written)} of those members carry an earlier stamp (written seconds "
-                                       "before RECORD), by name: " + ", ".join(f"{n} {_when(t)}" for n, t in written[:4])
-                                       + (", ..." if len(written) > 4 else ""))
+                                       f"before RECORD), by name: {named}")
     generated = [m for m in regular if m.name not in matched and not m.mode & 0o111
                  and not m.name.endswith(".dist-info/RECORD")]  # RECORD's mode is the backend's own
     modes = Counter(m.mode & 0o777 for m in generated)
