@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from pipeline.wheel.conditions import (
     SdistFile,
     WheelMember,
     infer_conditions,
+    infer_from_archives,
     read_sdist_files,
     read_wheel_members,
 )
@@ -93,6 +95,32 @@ def test_unrelated_files_are_not_matched_by_name_alone():
 
 # -- the declaration's table -----------------------------------------------------------------------
 
+def test_files_written_before_the_clock_are_named_with_their_stamps():
+    members, files = setuptools_like()
+    members += [WheelMember("x-1.dist-info/top_level.txt", dt(CLOCK - 4), 0o644, 5),
+                WheelMember("x-1.dist-info/entry_points.txt", dt(CLOCK - 4), 0o644, 7),
+                WheelMember("x-1.dist-info/WHEEL", dt(CLOCK), 0o644, 9)]
+    c = infer_conditions(members, files)
+    assert c.clock == CLOCK
+    assert c.written == (("entry_points.txt", CLOCK - 4), ("top_level.txt", CLOCK - 4))
+    assert "2 of those members carry an earlier stamp" in dict(c.evidence)["written"]
+
+
+def test_a_name_stamped_at_two_moments_is_left_to_the_clock():
+    members, files = setuptools_like()
+    members += [WheelMember("x-1.dist-info/licenses/LICENSE", dt(CLOCK - 2), 0o644, 5),
+                WheelMember("x-1.dist-info/licenses/sub/LICENSE", dt(CLOCK - 6), 0o644, 5)]
+    assert infer_conditions(members, files).written is None
+
+
+def test_a_windows_host_is_inferred_from_every_member_recording_ms_dos():
+    members, files = setuptools_like()
+    windows = [replace(m, create_system=0) for m in members]
+    assert infer_conditions(members, files).host is None
+    assert infer_conditions(windows, files, crlf_metadata=True).host == "windows"
+    assert infer_conditions(windows[:-1] + members[-1:], files).host is None  # one Unix member: not Windows
+
+
 def parsed(table: dict) -> tuple[BuildConditions, list[str]]:
     problems: list[str] = []
     c = parse_conditions(table, lambda fp, msg: problems.append(f"{'.'.join(map(str, fp))}: {msg}"),
@@ -119,6 +147,15 @@ def test_conditions_parse_with_evidence():
     ({"clock": CLOCK}, "build.conditions.evidence.clock"),
     ({"evidence": {"clock": "x"}}, "build.conditions.evidence.clock"),
     ({"faketime": "x"}, "build.conditions.faketime"),
+    ({"clock": CLOCK, "written": {"a/b.txt": CLOCK}, "evidence": {"clock": "x", "written": "x"}},
+     "build.conditions.written.a/b.txt"),
+    ({"clock": CLOCK, "written": {"..": CLOCK}, "evidence": {"clock": "x", "written": "x"}},
+     "build.conditions.written..."),
+    ({"clock": CLOCK, "written": {"WHEEL": "soon"}, "evidence": {"clock": "x", "written": "x"}},
+     "build.conditions.written.WHEEL"),
+    ({"clock": CLOCK, "written": {}, "evidence": {"clock": "x", "written": "x"}}, "build.conditions.written"),
+    ({"written": {"WHEEL": CLOCK}, "evidence": {"written": "x"}}, "build.conditions.written"),
+    ({"host": "macos", "evidence": {"host": "x"}}, "build.conditions.host"),
 ])
 def test_bad_conditions_name_their_field(table, field):
     _, problems = parsed(table)
@@ -152,7 +189,7 @@ def make_mtime_sdist(dest: Path) -> Path:
     return path
 
 
-def build_upstream_at_clock(sdist: Path, dest: Path) -> Path:
+def build_upstream_at_clock(sdist: Path, dest: Path, **extra_env: str) -> Path:
     """Upstream: built from its checkout (the sdist's mtimes) in UTC+02:00 at CLOCK."""
     work = dest / "checkout"
     with tarfile.open(sdist) as tf:
@@ -160,7 +197,7 @@ def build_upstream_at_clock(sdist: Path, dest: Path) -> Path:
     src = work / "stamped-1.0"
     out = dest / "upstream"
     out.mkdir()
-    env = {**os.environ, "TZ": tz_string(PLUS_TWO), "MTIMEBACKEND_CLOCK": str(CLOCK)}
+    env = {**os.environ, "TZ": tz_string(PLUS_TWO), "MTIMEBACKEND_CLOCK": str(CLOCK), **extra_env}
     code = "import sys, tinybackend; print(tinybackend.build_wheel(sys.argv[1]))"
     name = subprocess.run([sys.executable, "-c", code, str(out)], cwd=src, env=env, check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -194,6 +231,47 @@ def test_inferred_conditions_rebuild_upstream_bit_for_bit(world):
     assert "under: sdist mtimes, TZ +0200, umask 022, frozen clock 1793531978" in verdict_line(record)
     with zipfile.ZipFile(world.store.verified_path(record.output.sha256)) as zf:
         assert zf.getinfo("stamped-1.0.dist-info/METADATA").date_time == dt(CLOCK, PLUS_TWO)
+
+
+def declare_with_conditions(world, sdist: Path, wheel: Path, conditions: BuildConditions):
+    """The declaration of ``stamped`` with ``conditions`` written as declare writes them (tomlkit)."""
+    import tomlkit
+
+    from pipeline.realise.declare import set_conditions
+
+    path = path_for("stamped", world.declarations)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = tomlkit.parse(declaration_text("stamped", "1.0", sdist, wheel, url_of=world.url_of))
+    set_conditions(doc["build"], conditions)
+    path.write_text(tomlkit.dumps(doc))
+    return load(path, world.declarations)
+
+
+@pytest.mark.integration
+@needs_bwrap
+def test_a_windows_build_with_files_written_before_the_clock_is_reproduced(world):
+    """Upstream built on Windows (CRLF text, zip host 0, mode 0666) and wrote top_level.txt 4 s before
+    METADATA and RECORD: the inferred ``host`` and ``written`` conditions give its bytes; the backend
+    writes text files plainly and takes modes and stamps from os.stat/os.fstat."""
+    sdist = make_mtime_sdist(world.dist / "stamped")
+    wheel = build_upstream_at_clock(sdist, world.dist / "stamped", MTIMEBACKEND_AS_WINDOWS="1",
+                                    MTIMEBACKEND_EARLIER="4")
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("stamped-1.0.dist-info/METADATA").count(b"\r\n") == 3
+    inferred = infer_from_archives(wheel, sdist, sdist.name)
+    assert inferred.host == "windows" and inferred.written == (("top_level.txt", CLOCK - 4),)
+    assert "METADATA ends its lines with CRLF" in dict(inferred.evidence)["host"]
+
+    without = replace(inferred, host=None, written=None,
+                      evidence=tuple(e for e in inferred.evidence if e[0] not in ("host", "written")))
+    assert build(declare_with_conditions(world, sdist, wheel, without), world.store,
+                 log=lambda m: None).verdict == "differs"  # LF where upstream has CRLF
+    record = build(declare_with_conditions(world, sdist, wheel, inferred), world.store, log=lambda m: None)
+    assert record.verdict == "identical", record.summary
+    assert "1 file written earlier, windows host" in verdict_line(record)
+    with zipfile.ZipFile(world.store.verified_path(record.output.sha256)) as zf:
+        info = zf.getinfo("stamped-1.0.dist-info/top_level.txt")
+        assert (info.create_system, info.external_attr >> 16, info.date_time) == (0, 0o100666, dt(CLOCK - 4, PLUS_TWO))
 
 
 def test_conditions_change_the_derivation_id(world):

@@ -70,6 +70,13 @@ def test_a_zip_sdist_infers_nothing(tmp_path):
     ('utc-offset = 100000\n[build.conditions.evidence]\nutc-offset = "x"\n', "build.conditions.utc-offset"),
     ('ld-preload = "/tmp/evil.so"\n', "build.conditions.ld-preload"),
     ('clock = 1793531978\n', "build.conditions.evidence.clock"),
+    ('clock = 1793531978\nwritten = { "../../etc/ld.so.preload" = 1793531970 }\n'
+     '[build.conditions.evidence]\nclock = "x"\nwritten = "x"\n', "build.conditions.written"),
+    ('clock = 1793531978\nwritten = { "METADATA\\n" = 1793531970 }\n'
+     '[build.conditions.evidence]\nclock = "x"\nwritten = "x"\n', "build.conditions.written"),
+    ('clock = 1793531978\n[build.conditions.written]\n' + "".join(f'"f{i}" = 1793531970\n' for i in range(65))
+     + '[build.conditions.evidence]\nclock = "x"\nwritten = "x"\n', "build.conditions.written"),
+    ('host = "windows; rm -rf /"\n[build.conditions.evidence]\nhost = "x"\n', "build.conditions.host"),
 ])
 def test_hostile_conditions_are_refused_naming_the_field(world, table, field):
     decl = world.declare_tiny()
@@ -81,3 +88,21 @@ def test_hostile_conditions_are_refused_naming_the_field(world, table, field):
     with pytest.raises(DeclarationError) as e:
         load(path, world.declarations)
     assert f"{path}" in str(e.value) and field in str(e.value)
+
+
+def test_the_host_hook_names_a_descriptor_it_cannot_resolve_as_nothing(tmp_path, monkeypatch):
+    """The start-up hook runs inside the sandbox; a descriptor it cannot name (no /proc, or a closed
+    one) gets the clock, never an exception in the backend."""
+    import importlib.util
+
+    monkeypatch.delenv("WHEELPROOF_CLOCK", raising=False)
+    monkeypatch.delenv("WHEELPROOF_HOST", raising=False)
+    spec = importlib.util.spec_from_file_location("build_host_hook", REPO / "builders/build_host/sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)  # without a condition in the environment it patches nothing
+    assert hook._name(987654) == "" and hook._name(None) == ""
+    (tmp_path / "top_level.txt").write_text("x")
+    with open(tmp_path / "top_level.txt") as f:
+        assert hook._name(f.fileno()) == "top_level.txt"
+    assert hook._name(tmp_path / "METADATA") == "METADATA"
