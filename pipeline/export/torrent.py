@@ -4,8 +4,9 @@ The torrent's name is the snapshot's root CID and its files are the snapshot's t
 that downloads it into a directory gets ``<dir>/<root CID>/…``, the same paths the gateway serves
 under ``/ipfs/<root CID>/…``. That is also why one BEP 19 web seed, ``<gateway>/ipfs/``, serves
 every piece (a web seed's file URL is the seed URL + torrent name + path). Hybrid: v1 clients use the
-SHA-1 pieces (libtorrent pads files to piece boundaries, BEP 47), v2 clients the per-file SHA-256
-Merkle trees (``pieces root``). BEP 30 is superseded by BEP 52 and not used.
+SHA-1 pieces (files padded to piece boundaries, BEP 47), v2 clients the per-file SHA-256 Merkle trees
+(``pieces root``); libtorrent makes and hashes both halves, :func:`make` says why it makes them apart.
+BEP 30 is superseded by BEP 52 and not used.
 
 Reproducible: a fixed piece length, no creation date, a fixed creator, files in BEP 52's order;
 the same snapshot and gateway give the same ``.torrent`` bytes and info-hashes. The file is kept
@@ -99,15 +100,15 @@ def _with_tail_padding(lt: Any, ordered: list[Any], top: str) -> list[Any]:
     return out
 
 
-def _generate(lt: Any, files: list[Any], flags: int, directory: Path, web_seed: str) -> dict[bytes, Any]:
-    ct = lt.create_torrent(files, PIECE_LENGTH, flags=flags)
-    ct.set_creator(CREATOR)
-    ct.set_creation_date(0)
-    ct.add_url_seed(web_seed)
+def _generate(lt: Any, files: list[Any], flags: Any, directory: Path, web_seed: str) -> dict[bytes, Any]:
     try:
+        ct = lt.create_torrent(files, PIECE_LENGTH, flags=flags)
+        ct.set_creator(CREATOR)
+        ct.set_creation_date(0)
+        ct.add_url_seed(web_seed)
         lt.set_piece_hashes(ct, str(directory.parent))
     except RuntimeError as e:
-        raise TorrentError(f"{directory}: libtorrent could not hash the files: {e}") from e
+        raise TorrentError(f"{directory}: libtorrent cannot make a torrent of it: {e}") from e
     torrent: dict[bytes, Any] = ct.generate()
     return torrent
 
