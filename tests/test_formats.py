@@ -71,6 +71,15 @@ def test_formats_are_reproducible(world):
     assert set(info.pieces_roots) == files
     assert info.name == str(snap.root) and info.web_seeds == ("http://127.0.0.1:8080/ipfs/",)
     assert len(info.info_hash_v1) == 40 and len(info.info_hash_v2) == 64
+    # where libtorrent can make the hybrid itself (no name extends a sibling directory), ours is its bytes
+    import libtorrent as lt
+
+    own = lt.create_torrent(lt.list_files(str(out)), torrent.PIECE_LENGTH)
+    own.set_creator(torrent.CREATOR)
+    own.set_creation_date(0)
+    own.add_url_seed("http://127.0.0.1:8080/ipfs/")
+    lt.set_piece_hashes(own, str(out.parent))
+    assert bytes(lt.bencode(own.generate())) == path.read_bytes()
 
 
 def _stub_python(dest: Path) -> Path:

@@ -4,10 +4,11 @@ The torrent's name is the snapshot's root CID and its files are the snapshot's t
 that downloads it into a directory gets ``<dir>/<root CID>/…``, the same paths the gateway serves
 under ``/ipfs/<root CID>/…``. That is also why one BEP 19 web seed, ``<gateway>/ipfs/``, serves
 every piece (a web seed's file URL is the seed URL + torrent name + path). Hybrid: v1 clients use the
-SHA-1 pieces (libtorrent pads files to piece boundaries, BEP 47), v2 clients the per-file SHA-256
-Merkle trees (``pieces root``). BEP 30 is superseded by BEP 52 and not used.
+SHA-1 pieces (files padded to piece boundaries, BEP 47), v2 clients the per-file SHA-256 Merkle trees
+(``pieces root``); libtorrent makes and hashes both halves, :func:`make` says why it makes them apart.
+BEP 30 is superseded by BEP 52 and not used.
 
-Reproducible: a fixed piece length, no creation date, a fixed creator, canonical (sorted) files;
+Reproducible: a fixed piece length, no creation date, a fixed creator, files in BEP 52's order;
 the same snapshot and gateway give the same ``.torrent`` bytes and info-hashes. The file is kept
 beside the CAR, ``<store>/cars/<root CID>.torrent``; :func:`release_field` is what a release
 manifest records (both info-hashes, every file's pieces root).
@@ -77,37 +78,74 @@ def unpack(store: Store, root: CID, dest: Path) -> Path:
     return top
 
 
-def _refuse_prefix_siblings(directory: Path) -> None:
-    """libtorrent 2.1 orders a hybrid torrent's v1 file list by whole path and its v2 file tree by name,
-    so a directory next to a sibling whose name extends it with a byte below ``/`` (``pydantic/`` and
-    ``pydantic-core/``) makes a torrent libtorrent itself refuses to load ("the v1 and v2 file metadata
-    does not match"). Say so, naming the pair, before spending the hashing."""
-    for here, dirs, files in os.walk(directory):
-        names = sorted(dirs + files)
-        for d in dirs:
-            clash = next((n for n in names if n != d and n.startswith(d) and n[len(d)] < "/"), None)
-            if clash is not None:
-                rel = Path(here).relative_to(directory.parent)
-                raise TorrentError(f"{rel / d}/ and {rel / clash}: libtorrent cannot make a hybrid v1+v2 torrent "
-                                   "of a directory beside a sibling whose name extends it (its v1 and v2 file "
-                                   "orders differ); see docs/formats.md")
+def _bep52_order(entries: list[Any]) -> list[Any]:
+    """The files in BEP 52's order: the ``file tree`` is a bencoded dictionary per directory, so its
+    keys (and a client's walk of it) are ordered per path component, by bytes. Python orders ``str``
+    by code point, which is the UTF-8 byte order."""
+    return sorted(entries, key=lambda e: e.filename.split("/"))
+
+
+def _with_tail_padding(lt: Any, ordered: list[Any], top: str) -> list[Any]:
+    """BEP 47 pad files after each file that does not end on a piece boundary (the last one too), so
+    every file starts a piece, as BEP 52 requires of a hybrid's v1 list; libtorrent's own rule (no pad
+    after an empty file, none in a one-file torrent)."""
+    if len(ordered) < 2:
+        return list(ordered)
+    out = []
+    for entry in ordered:
+        out.append(entry)
+        if entry.size % PIECE_LENGTH:
+            pad = PIECE_LENGTH - entry.size % PIECE_LENGTH
+            out.append(lt.create_file_entry(f"{top}/.pad/{pad}", pad, lt.file_storage.flag_pad_file, 0, ""))
+    return out
+
+
+def _generate(lt: Any, files: list[Any], flags: Any, directory: Path, web_seed: str) -> dict[bytes, Any]:
+    try:
+        ct = lt.create_torrent(files, PIECE_LENGTH, flags=flags)
+        ct.set_creator(CREATOR)
+        ct.set_creation_date(0)
+        ct.add_url_seed(web_seed)
+        lt.set_piece_hashes(ct, str(directory.parent))
+    except RuntimeError as e:
+        raise TorrentError(f"{directory}: libtorrent cannot make a torrent of it: {e}") from e
+    torrent: dict[bytes, Any] = ct.generate()
+    return torrent
 
 
 def make(directory: Path, web_seed: str) -> bytes:
-    """The hybrid v1+v2 torrent of ``directory`` (its name is the directory's name)."""
+    """The hybrid v1+v2 torrent of ``directory`` (its name is the directory's name).
+
+    libtorrent 2.1 cannot make the hybrid itself for every tree: its ``create_torrent`` always sorts a
+    v1+v2 torrent's files by whole path, where ``pydantic-core/…`` comes before ``pydantic/…`` (``-`` <
+    ``/``), while BEP 52's ``file tree`` orders per component (``pydantic`` first), and its own loader
+    then refuses the torrent ("the v1 and v2 file metadata does not match"). So libtorrent makes the two
+    halves, each hashing the files itself: the v2 torrent (``file tree``, ``piece layers``), and the v1
+    torrent of the same files listed in BEP 52's order with BEP 47 tail padding (``v1_only`` keeps the
+    order it is given). The hybrid is the v2 torrent whose info dictionary also holds the v1 half's
+    ``files`` and ``pieces`` (BEP 52, "Upgrade path"), bencoded by libtorrent; where libtorrent's own
+    order is BEP 52's the bytes are exactly those of libtorrent's own hybrid. libtorrent then loads it,
+    which checks that the v1 list and the v2 tree agree file by file."""
     import libtorrent as lt
 
-    _refuse_prefix_siblings(directory)
-    fs = lt.file_storage()
-    lt.add_files(fs, str(directory))
-    if fs.num_files() == 0:
+    entries = lt.list_files(str(directory))
+    if not entries:
         raise TorrentError(f"{directory}: nothing to put in a torrent")
-    ct = lt.create_torrent(fs, PIECE_LENGTH, flags=lt.create_torrent.canonical_files)
-    ct.set_creator(CREATOR)
-    ct.set_creation_date(0)
-    ct.add_url_seed(web_seed)
-    lt.set_piece_hashes(ct, str(directory.parent))
-    return bytes(lt.bencode(ct.generate()))
+    ordered = _bep52_order(entries)
+    top = ordered[0].filename.split("/", 1)[0]
+    v1 = _generate(lt, _with_tail_padding(lt, ordered, top), lt.create_torrent.v1_only, directory, web_seed)
+    v2 = _generate(lt, entries, lt.create_torrent.v2_only, directory, web_seed)
+    for key in (b"name", b"piece length"):
+        if v1[b"info"][key] != v2[b"info"][key]:
+            raise TorrentError(f"{directory}: libtorrent's v1 and v2 halves differ in {key.decode()!r}")
+    hybrid = dict(v2)
+    hybrid[b"info"] = {**v2[b"info"], b"files": v1[b"info"][b"files"], b"pieces": v1[b"info"][b"pieces"]}
+    data = bytes(lt.bencode(hybrid))
+    try:
+        read(data)
+    except TorrentError as e:
+        raise TorrentError(f"{directory}: {e}") from e
+    return data
 
 
 def read(data: bytes) -> TorrentInfo:
