@@ -423,6 +423,14 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         log(f"{name} {version}: asking the backend for its dynamic build requirements (in the sandbox)")
         with tempfile.TemporaryDirectory(dir=store.tmp, prefix="declare-") as tmp:
             run = run_builder(store, decl, PRIMARY, Path(tmp) / "requires", phase="requires", timeout=600)
+        if run.status != 0 and build.config_settings and build.backend.startswith("setuptools"):
+            # setuptools < 57 passes --global-option to egg_info too, which refuses bdist_wheel's options
+            # (--universal): its dynamic requirements do not depend on them, so ask without them
+            log(f"{name} {version}: the backend refused the config-settings when asked for its requirements; "
+                "asking without them (the build still uses them)")
+            bare = replace(decl, build=replace(build, config_settings=()))
+            with tempfile.TemporaryDirectory(dir=store.tmp, prefix="declare-") as tmp:
+                run = run_builder(store, bare, PRIMARY, Path(tmp) / "requires", phase="requires", timeout=600)
         if run.status != 0:
             raise WheelproofError(f"{what}: asking the backend for its requirements failed:\n{run.log[-3000:]}")
         missing = run.result.get("missing_dynamic", [])
