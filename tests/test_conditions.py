@@ -25,6 +25,7 @@ from pipeline.wheel.conditions import (
     infer_from_archives,
     read_sdist_files,
     read_wheel_members,
+    setuptools_modes,
 )
 
 from .conftest import declaration_text, needs_bwrap
@@ -304,3 +305,42 @@ def test_a_py2_py3_setuptools_wheel_needs_universal():
         ("--build-option", ("--universal",)),)
     assert universal_settings("six-1.17.0-py3-none-any.whl", "setuptools.build_meta") == ()
     assert universal_settings("x-1-py2.py3-none-any.whl", "flit_core.buildapi") == ()  # flit tags it itself
+
+
+# -- setuptools: umask from the members written anew, modes from those copied ---------------------
+
+def mixed_umask_wheel(wheel_mode: int, module_mode: int, data_mode: int
+                      ) -> tuple[list[WheelMember], list[SdistFile]]:
+    """A setuptools wheel: a module build_py wrote anew, package data and an egg-info file it copied."""
+    stamp = (2026, 1, 1, 0, 0, 0)
+    files = [SdistFile("src/pkg/mod.py", 1.0, 0o664, 10), SdistFile("src/pkg/py.typed", 1.0, 0o664, 0),
+             SdistFile("LICENSE", 1.0, 0o664, 5), SdistFile("pkg.egg-info/top_level.txt", 1.0, 0o644, 4)]
+    members = [WheelMember("pkg/mod.py", stamp, module_mode, 10), WheelMember("pkg/py.typed", stamp, data_mode, 0),
+               WheelMember("pkg-1.dist-info/licenses/LICENSE", stamp, data_mode, 5),
+               WheelMember("pkg-1.dist-info/top_level.txt", stamp, 0o644, 4),
+               WheelMember("pkg-1.dist-info/WHEEL", stamp, wheel_mode, 90),
+               WheelMember("pkg-1.dist-info/RECORD", stamp, 0o664, 0)]
+    return members, files
+
+
+def test_setuptools_umask_is_the_one_wheel_was_written_under_not_the_majority():
+    # cachetools 8.0.1: modules and WHEEL written under umask 002, copies through the data filter (0644)
+    members, files = mixed_umask_wheel(wheel_mode=0o664, module_mode=0o664, data_mode=0o644)
+    c = setuptools_modes(members, files, infer_conditions(members, files))
+    assert (c.umask, c.modes) == ("002", None)
+    assert dict(c.evidence)["umask"].startswith("WHEEL, which bdist_wheel writes anew, has mode 0664, as 1 of 1")
+    assert "modes" not in dict(c.evidence)
+
+
+def test_setuptools_copies_keeping_group_write_need_the_sdist_modes_under_another_umask():
+    # mccabe 0.7.0: modules and WHEEL under umask 022, copies keep the checkout's 0664
+    members, files = mixed_umask_wheel(wheel_mode=0o644, module_mode=0o644, data_mode=0o664)
+    c = setuptools_modes(members, files, infer_conditions(members, files))
+    assert (c.umask, c.modes) == ("022", "sdist")
+    assert dict(c.evidence)["modes"].startswith("2 of 2 members setuptools copies keep the sdist's group")
+
+
+def test_setuptools_modes_need_a_wheel_file_with_a_mode():
+    members, files = mixed_umask_wheel(wheel_mode=0, module_mode=0o664, data_mode=0o644)
+    before = infer_conditions(members, files)
+    assert setuptools_modes(members, files, before) == before

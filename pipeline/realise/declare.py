@@ -74,6 +74,7 @@ from pipeline.realise.fetch import fetch
 from pipeline.realise.index import IndexFile, SimpleIndex
 from pipeline.store.local import Store, atomic_write
 from pipeline.wheel.conditions import infer_from_archives
+from pipeline.wheel.setuptools_era import SetuptoolsBound, infer_setuptools_bounds, read_metadata_evidence, tightest
 
 GENERATOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*\(?\s*v?(\d[^\s)]*)\)?")
 # The project whose version a WHEEL "Generator:" name reports.
@@ -172,6 +173,24 @@ def generator_pin(generator: str | None, requires: list[str]) -> list[str]:
     if project in required:
         return [f"{project}=={version}"]
     return []
+
+
+def setuptools_bounds(generator: str | None, requires: list[str], wheel: Path, sdist: Path,
+                      sdist_filename: str) -> list[SetuptoolsBound]:
+    """The tightest bound on the setuptools release upstream's metadata shows (pipeline/wheel/setuptools_era.py),
+    for a wheel setuptools (or the ``wheel`` project's bdist_wheel on setuptools) wrote."""
+    m = GENERATOR.match(generator or "")
+    if not m or GENERATOR_PROJECT.get(m.group(1)) not in ("setuptools", "wheel"):
+        return []
+    if "setuptools" not in {canonicalize_name(Requirement(r).name) for r in requires}:
+        return []
+    return tightest(infer_setuptools_bounds(read_metadata_evidence(wheel, sdist, sdist_filename)))
+
+
+def bounds_comment(bounds: list[SetuptoolsBound]) -> str:
+    """The one comment line explaining a setuptools bound in the declaration."""
+    return (f"inputs: the newest setuptools as of the upload with {bounds[0].requirement}: "
+            + "; ".join(b.reason for b in bounds))
 
 
 @dataclass(frozen=True)
@@ -353,14 +372,29 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         log(f"{name} {version}: writing rebuild = false (upstream's bytes published as such); review the reason")
     before = next((w.upload_time for w in wheel_files if w.filename == upstream.filename), None)
     constraints = generator_pin(facts.generator, requires)
+    bounds = setuptools_bounds(facts.generator, requires, store.verified_path(upstream.sha256),
+                               store.verified_path(sdist.sha256), sdist.filename)
+    for b in bounds:
+        log(f"{name} {version}: {b.requirement}: {b.reason}")
+    pin = constraints
+    constraints = pin + list(dict.fromkeys(b.requirement for b in bounds))
     choices = choose_extras(name, version, facts, root, existing, will_declare, log)
     log(f"{name} {version}: backend {build_system['build-backend']}, generator {facts.generator!r}, "
         f"resolving {requires + constraints} as of {before}")
     try:
         resolved = resolve(requires + constraints, index, before)
     except IndexError_ as e:
-        log(f"note: pinning the generator failed ({e}); resolving without the pin")
-        resolved = resolve(requires, index, before)
+        failed: IndexError_ | None = e
+        if bounds:
+            log(f"note: the setuptools bound failed ({e}); resolving without it")
+            bounds, constraints = [], pin
+            try:
+                resolved, failed = resolve(requires + constraints, index, before), None
+            except IndexError_ as e2:
+                failed = e2
+        if failed is not None:
+            log(f"note: pinning the generator failed ({failed}); resolving without the pin")
+            resolved = resolve(requires, index, before)
     conditions = infer_from_archives(store.verified_path(upstream.sha256), store.verified_path(sdist.sha256),
                                      sdist.filename)
     log(f"{name} {version}: build conditions {conditions.describe() or 'none'} (inferred from the upstream wheel "
@@ -389,6 +423,14 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         log(f"{name} {version}: asking the backend for its dynamic build requirements (in the sandbox)")
         with tempfile.TemporaryDirectory(dir=store.tmp, prefix="declare-") as tmp:
             run = run_builder(store, decl, PRIMARY, Path(tmp) / "requires", phase="requires", timeout=600)
+        if run.status != 0 and build.config_settings and build.backend.startswith("setuptools"):
+            # setuptools < 57 passes --global-option to egg_info too, which refuses bdist_wheel's options
+            # (--universal): its dynamic requirements do not depend on them, so ask without them
+            log(f"{name} {version}: the backend refused the config-settings when asked for its requirements; "
+                "asking without them (the build still uses them)")
+            bare = replace(decl, build=replace(build, config_settings=()))
+            with tempfile.TemporaryDirectory(dir=store.tmp, prefix="declare-") as tmp:
+                run = run_builder(store, bare, PRIMARY, Path(tmp) / "requires", phase="requires", timeout=600)
         if run.status != 0:
             raise WheelproofError(f"{what}: asking the backend for its requirements failed:\n{run.log[-3000:]}")
         missing = run.result.get("missing_dynamic", [])
@@ -399,7 +441,8 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         resolved = resolve(requires_all, index, before)
     else:
         raise WheelproofError(f"{what}: dynamic build requirements did not settle: {missing}")
-    write(decl, existing_path=path if path.exists() else None, resolved_before=before, extras=choices)
+    write(decl, existing_path=path if path.exists() else None, resolved_before=before, extras=choices,
+          inputs_note=bounds_comment(bounds) if bounds else None)
     log(f"wrote {path}")
     return path
 
@@ -471,7 +514,7 @@ def set_conditions(build: Any, conditions: BuildConditions) -> None:
 
 
 def write(decl: Declaration, existing_path: Path | None = None, resolved_before: str | None = None,
-          extras: Sequence[ExtraChoice] | None = None) -> None:
+          extras: Sequence[ExtraChoice] | None = None, inputs_note: str | None = None) -> None:
     """Write ``decl`` as TOML, editing an existing file in place so comments and order survive.
 
     The text is validated as any declaration is loaded before it is written: a declaration that
@@ -508,7 +551,9 @@ def write(decl: Declaration, existing_path: Path | None = None, resolved_before:
         del build["backend-path"]  # stale: this release's pyproject.toml has none
     build["requires"] = _array(list(b.requires))
     if b.generator:
-        build["generator"] = b.generator
+        build["generator"] = b.generator  # a new item: a previous run's comment goes with the old one
+        if inputs_note:
+            build["generator"].comment(inputs_note)
     elif "generator" in build:
         del build["generator"]
     build["source-date-epoch"] = b.source_date_epoch

@@ -30,13 +30,13 @@ import tarfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.model.conditions import MAX_OFFSET, MIN_OFFSET, BuildConditions, tz_label
 
 __all__ = ["SdistFile", "WheelMember", "infer_conditions", "infer_from_archives", "metadata_has_crlf",
-           "read_sdist_files", "read_wheel_members"]
+           "read_sdist_files", "read_wheel_members", "setuptools_modes"]
 
 MAX_SDIST_MEMBERS = 200_000
 FIT_SHARE = 0.8           # members that must carry their sdist mtime to call the timestamps "sdist"
@@ -244,7 +244,76 @@ def infer_conditions(members: list[WheelMember], files: list[SdistFile],
         evidence=tuple(sorted(evidence.items())))
 
 
+def _copies(members: list[WheelMember], files: list[SdistFile]) -> dict[str, SdistFile]:
+    """Members setuptools copies keeping their source file's mode, with that file: package data (build_py's
+    ``copy_file`` preserves the mode; modules it writes anew, ``preserve_mode=0``), license files and the
+    egg-info files the sdist ships (egg_info rewrites them in place, bdist_wheel copies them)."""
+    out = {n: f for n, f in _match(members, files).items() if not n.endswith(".py") and ".dist-info/" not in n}
+    top = {f.path: f for f in files if "/" not in f.path}
+    egg = {f.path.rsplit("/", 1)[-1]: f for f in files if f.path.count("/") == 1 and ".egg-info/" in f.path}
+    for m in members:
+        head, sep, rest = m.name.partition(".dist-info/")
+        if not sep or "/" in head:
+            continue
+        base = rest.removeprefix("licenses/")
+        source = top.get(base) if base not in ("METADATA", "WHEEL", "RECORD") else None
+        if source is None and "/" not in rest and rest not in ("METADATA", "WHEEL", "RECORD"):
+            source = egg.get(rest)
+        if source is not None and source.size == m.size:
+            out[m.name] = source
+    return out
+
+
+def setuptools_modes(members: list[WheelMember], files: list[SdistFile],
+                     conditions: BuildConditions) -> BuildConditions:
+    """``umask`` and ``modes`` of a wheel setuptools' bdist_wheel wrote, from the members it writes anew
+    (``WHEEL``, always) and those it copies (:func:`_copies`), instead of from all generated members, which
+    mix the two when the build's umask and the checkout's modes differ."""
+    wheel_file = next((m for m in members if m.name.count("/") == 1 and m.name.endswith(".dist-info/WHEEL")
+                       and m.mode), None)
+    if wheel_file is None or wheel_file.mode & 0o600 != 0o600:
+        return conditions
+    umask = ~wheel_file.mode & 0o666
+    evidence = dict(conditions.evidence)
+    modules = [m for m in members if m.name.endswith(".py") and ".dist-info/" not in m.name and m.mode]
+    agree = sum(1 for m in modules if m.mode & 0o777 == wheel_file.mode & 0o777)
+    evidence["umask"] = (f"{wheel_file.name.rsplit('/', 1)[-1]}, which bdist_wheel writes anew, has mode "
+                         f"{wheel_file.mode & 0o777:04o}, as {agree} of {len(modules)} modules "
+                         "(build_py writes them anew)")
+    copies = {n: f for n, f in _copies(members, files).items() if f.mode & 0o022}
+    by_name = {m.name: m for m in members}
+    kept = [n for n, f in copies.items() if by_name[n].mode & 0o777 == f.mode & 0o777]
+    modes = conditions.modes
+    if copies and kept:
+        modes = "sdist"
+        evidence["modes"] = (f"{len(kept)} of {len(copies)} members setuptools copies keep the sdist's group or "
+                             f"other write bit (e.g. {kept[0]} {by_name[kept[0]].mode & 0o777:04o}), which "
+                             "tarfile's data filter clears")
+    elif copies:
+        modes = None
+        evidence.pop("modes", None)
+    return replace(conditions, umask=f"{umask:03o}", modes=modes, evidence=tuple(sorted(evidence.items())))
+
+
+SETUPTOOLS_GENERATORS = ("bdist_wheel", "setuptools")
+
+
+def _generator(wheel: Path) -> str:
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if name.count("/") == 1 and name.endswith(".dist-info/WHEEL") and info.file_size < 1 << 16:
+                for line in zf.read(info).decode("utf-8", "replace").splitlines():
+                    if line.lower().startswith("generator:"):
+                        return line.split(":", 1)[1].strip()
+    return ""
+
+
 def infer_from_archives(wheel: Path, sdist: Path, sdist_filename: str) -> BuildConditions:
-    """:func:`infer_conditions` over an upstream wheel and its sdist (``sdist_filename``: its real name)."""
-    return infer_conditions(read_wheel_members(wheel), read_sdist_files(sdist, sdist_filename),
-                            metadata_has_crlf(wheel))
+    """:func:`infer_conditions` over an upstream wheel and its sdist (``sdist_filename``: its real name),
+    with :func:`setuptools_modes` for a wheel setuptools wrote."""
+    members, files = read_wheel_members(wheel), read_sdist_files(sdist, sdist_filename)
+    conditions = infer_conditions(members, files, metadata_has_crlf(wheel))
+    if _generator(wheel).split(" ", 1)[0] in SETUPTOOLS_GENERATORS:
+        conditions = setuptools_modes(members, files, conditions)
+    return conditions

@@ -106,3 +106,38 @@ def test_the_host_hook_names_a_descriptor_it_cannot_resolve_as_nothing(tmp_path,
     with open(tmp_path / "top_level.txt") as f:
         assert hook._name(f.fileno()) == "top_level.txt"
     assert hook._name(tmp_path / "METADATA") == "METADATA"
+
+
+# -- the setuptools bound (pipeline/wheel/setuptools_era.py) reads hostile archives' metadata only ---
+
+def _wheel(path: Path, metadata: bytes) -> Path:
+    import zipfile
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("p-1.dist-info/METADATA", metadata)
+        zf.writestr("p-1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: bdist_wheel (0.37.1)\n")
+    return path
+
+
+@pytest.mark.parametrize("pkg_info", [member("p-1/PKG-INFO", kind=tarfile.SYMTYPE, linkname="/etc/passwd"),
+                                      member("p-1/PKG-INFO", size=64)])
+def test_a_linked_or_oversized_pkg_info_is_not_read(tmp_path, monkeypatch, pkg_info):
+    from pipeline.wheel import setuptools_era
+    monkeypatch.setattr(setuptools_era, "MAX_METADATA_BYTES", 32)
+    sdist = tar_with(tmp_path / "p-1.tar.gz", [member("p-1/a.py"), pkg_info])
+    wheel = _wheel(tmp_path / "p-1-py3-none-any.whl", b"Name: p\n\n")
+    before = sorted(tmp_path.iterdir())
+    evidence = setuptools_era.read_metadata_evidence(wheel, sdist, sdist.name)
+    assert evidence.pkg_info == "" and setuptools_era.infer_setuptools_bounds(evidence) == []
+    assert sorted(tmp_path.iterdir()) == before  # nothing extracted or written
+
+
+def test_undecodable_or_oversized_metadata_gives_no_bound(tmp_path, monkeypatch):
+    from pipeline.wheel import setuptools_era
+    sdist = tar_with(tmp_path / "p-1.tar.gz", [member("p-1/a.py")])
+    garbled = setuptools_era.read_metadata_evidence(
+        _wheel(tmp_path / "a.whl", b"\xff\xfe Platform: UNKNOWN\x00\n\n"), sdist, sdist.name)
+    assert setuptools_era.infer_setuptools_bounds(garbled) == []  # not a header: no marker
+    monkeypatch.setattr(setuptools_era, "MAX_METADATA_BYTES", 8)
+    big = setuptools_era.read_metadata_evidence(
+        _wheel(tmp_path / "b.whl", b"Name: p\nPlatform: UNKNOWN\n\n"), sdist, sdist.name)
+    assert big.metadata == "" and setuptools_era.infer_setuptools_bounds(big) == []
