@@ -237,7 +237,11 @@ def convert(wheel: ChannelWheel, names: NameMap, work: Path) -> CondaPackage:
     converter.package_name = name
     converter.out_format = CondaPackageFormat.TREE
     converter.build_number = 0
+    # whl2conda warns of each requirement a noarch package cannot state (an environment marker, a
+    # version spec conda's syntax lacks) and leaves it out: the documented behaviour of the channel
+    # (docs/formats.md); each package's index.json `depends` says what it does require.
     converter.logger = logging.getLogger("wheelproof.conda")
+    converter.logger.setLevel(logging.ERROR)
     try:
         tree = converter.convert()
     except (Wheel2CondaError, WheelError, ValueError, OSError) as e:
