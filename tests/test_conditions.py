@@ -259,7 +259,7 @@ def test_a_windows_build_with_files_written_before_the_clock_is_reproduced(world
                                     MTIMEBACKEND_EARLIER="4")
     with zipfile.ZipFile(wheel) as zf:
         assert zf.read("stamped-1.0.dist-info/METADATA").count(b"\r\n") == 3
-    inferred = infer_from_archives(wheel, sdist, sdist.name)
+    inferred = infer_from_archives(wheel, sdist, sdist.name, None)
     assert inferred.host == "windows" and inferred.written == (("top_level.txt", CLOCK - 4),)
     assert "METADATA ends its lines with CRLF" in dict(inferred.evidence)["host"]
 

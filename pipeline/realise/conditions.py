@@ -40,7 +40,7 @@ def infer_for(decl: Declaration, store: Store, log: Callable[[str], None] = prin
     for field, artifact in (("sdist", decl.sdist), ("wheels", upstream)):
         fetch(store, artifact, what=f"{decl.path} ({field})", log=log)
     inferred = infer_from_archives(store.verified_path(upstream.sha256), store.verified_path(decl.sdist.sha256),
-                                   decl.sdist.filename)
+                                   decl.sdist.filename, decl.build.generator)
     return ConditionChange(decl.canonical_name, decl.build.conditions, inferred)
 
 

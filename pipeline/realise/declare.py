@@ -396,7 +396,7 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
             log(f"note: pinning the generator failed ({failed}); resolving without the pin")
             resolved = resolve(requires, index, before)
     conditions = infer_from_archives(store.verified_path(upstream.sha256), store.verified_path(sdist.sha256),
-                                     sdist.filename)
+                                     sdist.filename, facts.generator)
     log(f"{name} {version}: build conditions {conditions.describe() or 'none'} (inferred from the upstream wheel "
         "and sdist; evidence in [build.conditions.evidence])")
     extra_inputs = existing.build.extra_inputs if existing else ()

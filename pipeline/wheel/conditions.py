@@ -298,22 +298,12 @@ def setuptools_modes(members: list[WheelMember], files: list[SdistFile],
 SETUPTOOLS_GENERATORS = ("bdist_wheel", "setuptools")
 
 
-def _generator(wheel: Path) -> str:
-    with zipfile.ZipFile(wheel) as zf:
-        for info in zf.infolist():
-            name = info.filename
-            if name.count("/") == 1 and name.endswith(".dist-info/WHEEL") and info.file_size < 1 << 16:
-                for line in zf.read(info).decode("utf-8", "replace").splitlines():
-                    if line.lower().startswith("generator:"):
-                        return line.split(":", 1)[1].strip()
-    return ""
-
-
-def infer_from_archives(wheel: Path, sdist: Path, sdist_filename: str) -> BuildConditions:
+def infer_from_archives(wheel: Path, sdist: Path, sdist_filename: str, generator: str | None) -> BuildConditions:
     """:func:`infer_conditions` over an upstream wheel and its sdist (``sdist_filename``: its real name),
-    with :func:`setuptools_modes` for a wheel setuptools wrote."""
+    with :func:`setuptools_modes` for a wheel setuptools wrote (``generator``: its WHEEL ``Generator``,
+    as the declaration records it)."""
     members, files = read_wheel_members(wheel), read_sdist_files(sdist, sdist_filename)
     conditions = infer_conditions(members, files, metadata_has_crlf(wheel))
-    if _generator(wheel).split(" ", 1)[0] in SETUPTOOLS_GENERATORS:
+    if (generator or "").split(" ", 1)[0] in SETUPTOOLS_GENERATORS:
         conditions = setuptools_modes(members, files, conditions)
     return conditions
