@@ -85,8 +85,19 @@ def test_skip_and_dependents_specifiers_are_respected():
     index = FakeIndex({"bin": full_release("3.0") + full_release("2.0")})
     assert choose_release(index, "bin", ENVS, skip=["3.0"])[0].version == "2.0"  # type: ignore[arg-type]
     assert choose_release(index, "bin", ENVS, want=SpecifierSet("<3"))[0].version == "2.0"  # type: ignore[arg-type]
-    with pytest.raises(IndexError_, match="no final release other than 3.0, 2.0"):
+    with pytest.raises(IndexError_, match="no release other than 3.0, 2.0"):
         choose_release(index, "bin", ENVS, skip=["3.0", "2.0"])  # type: ignore[arg-type]
+
+
+def test_pre_releases_only_when_a_dependent_names_one_or_nothing_else_fits():
+    """PEP 440 (packaging's SpecifierSet.filter): a pre-release is taken when the specifier names one
+    explicitly, or when no final release fits; otherwise the newest final release wins."""
+    index = FakeIndex({"bin": full_release("2.0b1") + full_release("1.0")})
+    assert choose_release(index, "bin", ENVS)[0].version == "1.0"  # type: ignore[arg-type]
+    assert choose_release(index, "bin", ENVS, want=SpecifierSet(">=0.5"))[0].version == "1.0"  # type: ignore[arg-type]
+    assert choose_release(index, "bin", ENVS, want=SpecifierSet("==2.0b1"))[0].version == "2.0b1"  # type: ignore[arg-type]
+    only_pre = FakeIndex({"bin": full_release("0.66b2")})
+    assert choose_release(only_pre, "bin", ENVS)[0].version == "0.66b2"  # type: ignore[arg-type]
 
 
 def test_no_release_covering_everything_takes_the_newest_and_says_what_it_lacks():

@@ -62,7 +62,7 @@ def test_with_deps_declares_the_closure_and_lists_what_cannot_be_declared(world,
     report = declare_closure(["tiny-app"], index=local.index, store=world.store, root=world.declarations,
                              log=lines.append)
     assert report.declared == {"tiny-lib": "1.0"}   # tiny-app removed again: its Windows closure is unmet
-    assert report.failed["tiny-gone"].startswith("tiny-gone has no final release with an sdist")
+    assert report.failed["tiny-gone"].startswith("tiny-gone has no release with an sdist")
     assert report.failed["tiny-app"] == "requires tiny-gone, which could not be declared"
     assert "tiny-never" not in report.failed          # its marker holds in no supported environment
     assert not path_for("tiny-app", world.declarations).exists()

@@ -6,11 +6,14 @@ so the ``platform-unique`` rule holds: a greedy cover takes the wheel serving th
 still uncovered (a pure ``py3-none-any`` wheel serves them all; a ``cp311-abi3`` one every CPython
 ≥ 3.11 of its platform), never one installable where an earlier choice already is.
 
-Release: the newest final release (PEP 440, not a pre- or dev-release) that has an sdist, whose
+Release: the newest release that has an sdist, whose
 wheels cover every environment its ``Requires-Python`` admits, and that has a wheel this build
 machine can install (the one a rebuild is compared with). When none of the newest few does, the
 newest that has an sdist and a wheel serving some environment is taken, and what it lacks is said
 in one line (the environments it leaves out become ``[[unsupported]]`` entries with that reason).
+Pre- and dev-releases are taken as PEP 440 (and ``packaging``'s ``SpecifierSet.filter``) say an
+installer takes them: only when what the set's dependents require names one explicitly (e.g.
+opentelemetry-sdk's ``opentelemetry-semantic-conventions==0.66b2``), or when no final release fits.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ class Candidate:
 
 
 def candidates(index: SimpleIndex, name: str, envs: Sequence[Environment]) -> list[Candidate]:
-    """Final releases with an sdist and at least one wheel serving a supported environment, newest first."""
+    """Releases (pre-releases too: ``choose_release`` filters them) with an sdist and at least one wheel
+    serving a supported environment, newest first."""
     by_version: dict[Version, tuple[list[IndexFile], list[IndexFile]]] = {}
     for f in index.files(name):
         if f.yanked:
@@ -106,8 +110,6 @@ def candidates(index: SimpleIndex, name: str, envs: Sequence[Environment]) -> li
             v = parse_wheel_filename(f.filename)[1] if f.filename.endswith(".whl") else \
                 parse_sdist_filename(f.filename)[1]
         except (ValueError, InvalidVersion):
-            continue
-        if v.is_prerelease or v.is_devrelease:
             continue
         sd, wh = by_version.setdefault(v, ([], []))
         (wh if f.filename.endswith(".whl") else sd).append(f)
@@ -145,12 +147,13 @@ def choose_release(index: SimpleIndex, name: str, envs: Sequence[Environment],
     ``skip``: versions already tried and refused (e.g. their build inputs did not resolve).
     ``want``: what the set's dependents require of it (PEP 440), if anything.
     """
-    found = [c for c in candidates(index, name, envs) if c.release.version not in skip
-             and (want is None or want.contains(c.release.version, prereleases=True))]
+    every = [c for c in candidates(index, name, envs) if c.release.version not in skip]
+    admitted = {str(v) for v in (want or SpecifierSet()).filter(Version(c.release.version) for c in every)}
+    found = [c for c in every if c.release.version in admitted]
     if not found:
         tried = f" other than {', '.join(skip)}" if skip else ""
         within = f" within {want}" if want else ""
-        raise IndexError_(f"{name} has no final release{tried}{within} with an sdist and a wheel "
+        raise IndexError_(f"{name} has no release{tried}{within} with an sdist and a wheel "
                           "for a supported environment")
     notes: list[str] = []
     for c in found[:LOOKBACK]:
