@@ -219,17 +219,21 @@ def snapshot_files(store: Store, root: CID, cache: FileHashCache, tmp: Path) -> 
     """Every file of the snapshot (its path under the root) with its torrent hashes: from ``cache`` by the
     file's CID, or else written to ``tmp`` from verified blocks, hashed by libtorrent and cached.
 
-    Directory blocks and dag-pb file nodes are read (verified); a cached raw-leaf file is not read, and a
-    cached dag-pb file's length must be the one its node says."""
+    Directory blocks and dag-pb file nodes are read (verified); a cached raw-leaf file is not read. A
+    cached length must be the file's: its dag-pb node's, or a raw leaf's block size."""
     reader = DagReader(store)
     out: list[tuple[str, FileHashes]] = []
 
     def file(cid: CID, rel: str) -> None:
         hashes = cache.get(cid)
         if hashes is not None:
-            if cid.codec != RAW and hashes.length != reader.size(reader.node(cid)):
-                raise TorrentError(f"{cache.where(cid)}: says {hashes.length} bytes, the file {rel} has "
-                                   f"{reader.size(reader.node(cid))}")
+            try:  # a raw leaf is the whole file: its block's size, without reading it
+                length = (store.object_path(cid.hex_digest).stat().st_size if cid.codec == RAW
+                          else reader.size(reader.node(cid)))
+            except OSError as e:
+                raise TorrentError(f"{root}/{rel}: block {cid} is not in the store: {e}") from e
+            if hashes.length != length:
+                raise TorrentError(f"{cache.where(cid)}: says {hashes.length} bytes, the file {rel} has {length}")
             out.append((rel, hashes))
             return
         node = reader.node(cid)
