@@ -320,7 +320,7 @@ def write(store: Store, root: CID, gateway: str,
         raise TorrentError(f"{e} ({hashes.hits} files' hashes were read from {hashes.cache.dir}, which only this "
                            "store writes: a wrong one is caught here; remove that directory and run again)") from e
     if log is not None:
-        log(f"torrent: {len(files)} files, {hashes.misses} hashed now, {hashes.hits} hashed before")
+        log(f"torrent: {len(files)} files, {hashes.misses} hashed now, {hashes.hits} from the cache by content")
     atomic_write(path, data)  # whole or nothing; a full disk is a StoreError naming the file
     cache.put(key, {"sha256": hashlib.sha256(data).hexdigest()})
     return path, read(data)
