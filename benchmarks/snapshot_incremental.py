@@ -103,7 +103,8 @@ def main() -> None:
               f"then {t_same2:.2f} s")
         print(f"  its torrent:         {tt_same:6.2f} s  ({why_same}; {x(tt_same)})")
         print(f"one wheel changed:     {t_changed:6.2f} s  ({n_changed} new store objects; {changed.blocks} blocks, of "
-              f"which {changed.new_blocks} pages/directories new to the store beside the wheel's; for a {len(data) / 1e6:.1f} MB wheel of {leaves} leaves + 1 file node; "
+              f"which {changed.new_blocks} pages/directories new to the store beside the wheel's; "
+              f"for a {len(data) / 1e6:.1f} MB wheel of {leaves} leaves + 1 file node; "
               f"{x(t_changed)})")
         w = changed.written
         assert w is not None

@@ -1,4 +1,4 @@
-"""A BitTorrent torrent of a snapshot: BEP 52 (v2) hybrid with BEP 3 (v1), made by libtorrent.
+r"""A BitTorrent torrent of a snapshot: BEP 52 (v2) hybrid with BEP 3 (v1), made by libtorrent.
 
 The torrent's name is the snapshot's root CID and its files are the snapshot's tree, so a client
 that downloads it into a directory gets ``<dir>/<root CID>/…``, the same paths the gateway serves
@@ -6,6 +6,8 @@ under ``/ipfs/<root CID>/…``. That is also why one BEP 19 web seed, ``<gateway
 every piece (a web seed's file URL is the seed URL + torrent name + path). Hybrid: v1 clients use the
 SHA-1 pieces (files padded to piece boundaries, BEP 47), v2 clients the per-file SHA-256 Merkle trees
 (``pieces root``); libtorrent makes and hashes both halves, :func:`make` says why it makes them apart.
+A snapshot's torrent is :func:`assemble`\ d from each file's hashes instead (cached by content,
+:mod:`pipeline.export.torrentfiles`), byte for byte :func:`make`'s, so only new files are hashed.
 BEP 30 is superseded by BEP 52 and not used.
 
 Reproducible: a fixed piece length, no creation date, a fixed creator, files in BEP 52's order;
