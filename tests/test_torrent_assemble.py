@@ -101,7 +101,7 @@ def test_a_libtorrent_session_rechecks_the_assembled_torrent(tmp_path):
     from tests.test_formats import _lt_session, _wait
 
     top = _write(tmp_path / "seed" / "bafyroot", {**TREES["the last file ends on a piece boundary"],
-                                                  **TREES["a 0-byte file first and last"]})
+                                                  **TREES["a file of exactly one piece"], "e/empty": 0})
     data = _assembled(top)
     session = _lt_session(lt)
     handle = session.add_torrent({"ti": lt.torrent_info(data), "save_path": str(top.parent), "url_seeds": []})
