@@ -5,9 +5,12 @@ Synthetic set (random wheel-sized files in a fresh store, ``--wheels N --size BY
 ≈ 1 GB by default) through the same steps as ``snapshot.publish``: the wheels' cached imports
 (``FileImports``, both profiles), the rendered PEP 503/691 tree, ``snapshot.build`` (DAG, CAR,
 record; the new CAR copies the previous CAR's unchanged runs, pipeline/export/carcopy.py).
-``--torrent`` also times the torrent of the changed snapshot. The conda channel is not part of it
-(random bytes are not wheels); its cache is tested in tests/test_snapshot_incremental.py.
-Run: ``.venv/bin/python benchmarks/snapshot_incremental.py [--torrent]``.
+The torrent (``torrent.write``: assembled from per-file hashes, pipeline/export/torrentfiles.py) is
+timed for the first snapshot (every file hashed), with nothing changed and with one wheel changed;
+``--full-torrent`` also times libtorrent's full build of the changed tree (``torrent.make`` over the
+unpacked snapshot, what ``torrent.write`` did before) for reference. The conda channel is not part of
+it (random bytes are not wheels); its cache is tested in tests/test_snapshot_incremental.py.
+Run: ``.venv/bin/python benchmarks/snapshot_incremental.py [--full-torrent]``.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--wheels", type=int, default=78)
     ap.add_argument("--size", type=int, default=13_500_000)
-    ap.add_argument("--torrent", action="store_true",
-                    help="also time the torrent of the changed snapshot (libtorrent hashes the whole tree)")
+    ap.add_argument("--full-torrent", action="store_true",
+                    help="also time libtorrent's full build of the changed snapshot's torrent, for reference")
     args = ap.parse_args()
     rng = random.Random(15)
     with tempfile.TemporaryDirectory(prefix="snapinc-", dir=REPO) as tmp:
@@ -69,33 +72,54 @@ def main() -> None:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
         hash_once = time.perf_counter() - start
+        seed = "http://127.0.0.1:8080"
+
+        def timed_torrent(snap: Snapshot) -> tuple[float, str]:
+            logs: list[str] = []
+            start = time.perf_counter()
+            torrent.write(store, snap.root, seed, log=logs.append)
+            return time.perf_counter() - start, (logs[0].removeprefix("torrent: ") if logs else "reused")
+
         first, t_first, n_first = publish(store, wheels)
+        tt_first, why_first = timed_torrent(first)
         same, t_same, n_same = publish(store, wheels)
         assert same.root == first.root and n_same == 0
+        tt_same, why_same = timed_torrent(same)
         same2, t_same2, _ = publish(store, wheels)
         data = rng.randbytes(wheels[0][2])
         wheels[0] = (wheels[0][0], store.put_bytes(data), len(data))
         changed, t_changed, n_changed = publish(store, wheels)
+        tt_changed, why_changed = timed_torrent(changed)
+
+        def x(t: float) -> str:
+            return f"{t / hash_once:.3f}x hash-once"
+
         print(f"set: {args.wheels} wheels, {total / 1e9:.2f} GB; SHA-256 of the whole set once: {hash_once:.2f} s")
         leaves = -(-len(data) // V1_2025.chunk_size)
-        print(f"first snapshot:        {t_first:6.2f} s  ({first.blocks} blocks; {n_first} new store objects)")
-        print(f"nothing changed:       {t_same:6.2f} s  ({n_same} new store objects; "
-              f"{t_same / hash_once:.3f}x hash-once)  then {t_same2:.2f} s")
-        print(f"one wheel changed:     {t_changed:6.2f} s  ({n_changed} new store objects for a "
-              f"{len(data) / 1e6:.1f} MB wheel of {leaves} leaves + 1 file node; "
-              f"{t_changed / hash_once:.2f}x hash-once)")
+        print(f"first snapshot:        {t_first:6.2f} s  ({first.blocks} blocks; {n_first} new store objects; "
+              f"{x(t_first)})")
+        print(f"  its torrent:         {tt_first:6.2f} s  ({why_first}; {x(tt_first)})")
+        print(f"nothing changed:       {t_same:6.2f} s  ({n_same} new store objects; {x(t_same)})  "
+              f"then {t_same2:.2f} s")
+        print(f"  its torrent:         {tt_same:6.2f} s  ({why_same}; {x(tt_same)})")
+        print(f"one wheel changed:     {t_changed:6.2f} s  ({n_changed} new store objects; {changed.blocks} blocks, of "
+              f"which {changed.new_blocks} pages/directories new to the store beside the wheel's; "
+              f"for a {len(data) / 1e6:.1f} MB wheel of {leaves} leaves + 1 file node; "
+              f"{x(t_changed)})")
         w = changed.written
         assert w is not None
-        print(f"  the new CAR:         {w.copied_blocks} blocks ({w.copied_bytes / 1e9:.2f} GB) copied from the "
+        print(f"  of which the new CAR: {w.copied_blocks} blocks ({w.copied_bytes / 1e9:.2f} GB) copied from the "
               f"previous CAR, {w.new_blocks} read from the store; written in {w.write_seconds:.2f} s, "
               f"read back and hashed {w.hash_seconds:.2f} s later, final fsync {w.fsync_seconds:.2f} s")
-        if args.torrent:
+        print(f"  its torrent:         {tt_changed:6.2f} s  ({why_changed}; {x(tt_changed)})")
+        if args.full_torrent:
             start = time.perf_counter()
-            torrent.write(store, changed.root, "http://127.0.0.1:8080")
-            t_torrent = time.perf_counter() - start
-            print(f"its torrent:           {t_torrent:6.2f} s  ({t_torrent / hash_once:.2f}x hash-once; "
-                  "unpacked from verified blocks, then hashed whole by libtorrent)")
-
+            with tempfile.TemporaryDirectory(prefix="torrent-", dir=store.tmp) as unpacked:
+                full = torrent.make(torrent.unpack(store, changed.root, Path(unpacked)), seed + "/ipfs/")
+            t_full = time.perf_counter() - start
+            same_bytes = full == torrent.torrent_path(store, changed.root).read_bytes()
+            print(f"  full torrent build:  {t_full:6.2f} s  (unpack + libtorrent hashing the whole tree; "
+                  f"{x(t_full)}; byte-identical to the assembled one: {same_bytes})")
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""A BitTorrent torrent of a snapshot: BEP 52 (v2) hybrid with BEP 3 (v1), made by libtorrent.
+r"""A BitTorrent torrent of a snapshot: BEP 52 (v2) hybrid with BEP 3 (v1), made by libtorrent.
 
 The torrent's name is the snapshot's root CID and its files are the snapshot's tree, so a client
 that downloads it into a directory gets ``<dir>/<root CID>/…``, the same paths the gateway serves
@@ -6,6 +6,8 @@ under ``/ipfs/<root CID>/…``. That is also why one BEP 19 web seed, ``<gateway
 every piece (a web seed's file URL is the seed URL + torrent name + path). Hybrid: v1 clients use the
 SHA-1 pieces (files padded to piece boundaries, BEP 47), v2 clients the per-file SHA-256 Merkle trees
 (``pieces root``); libtorrent makes and hashes both halves, :func:`make` says why it makes them apart.
+A snapshot's torrent is :func:`assemble`\ d from each file's hashes instead (cached by content,
+:mod:`pipeline.export.torrentfiles`), byte for byte :func:`make`'s, so only new files are hashed.
 BEP 30 is superseded by BEP 52 and not used.
 
 Reproducible: a fixed piece length, no creation date, a fixed creator, files in BEP 52's order;
@@ -20,18 +22,20 @@ import hashlib
 import importlib.metadata
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.export.derived import DerivedCache, key_of
 from pipeline.export.ipfs.gateway import DagReader
-from pipeline.export.ipfs.multiformats import CID
+from pipeline.export.ipfs.multiformats import CID, RAW
+from pipeline.export.torrentfiles import FileHashCache, FileHashError, FileHashes, file_hashes
 from pipeline.model.errors import WheelproofError
 from pipeline.store.local import Store, atomic_write
 
-__all__ = ["PIECE_LENGTH", "CREATOR", "TorrentError", "TorrentInfo", "make", "read", "release_field",
-           "release_field_beside", "torrent_path", "unpack", "write"]
+__all__ = ["PIECE_LENGTH", "CREATOR", "TorrentError", "TorrentInfo", "assemble", "make", "read",
+           "release_field", "release_field_beside", "snapshot_files", "torrent_path", "unpack", "write"]
 
 PIECE_LENGTH = 256 * 1024
 CREATOR = "wheelproof"
@@ -100,12 +104,17 @@ def _with_tail_padding(lt: Any, ordered: list[Any], top: str) -> list[Any]:
     return out
 
 
+def _creator(lt: Any, files: list[Any], flags: Any, web_seed: str) -> Any:
+    ct = lt.create_torrent(files, PIECE_LENGTH, flags=flags)
+    ct.set_creator(CREATOR)
+    ct.set_creation_date(0)
+    ct.add_url_seed(web_seed)
+    return ct
+
+
 def _generate(lt: Any, files: list[Any], flags: Any, directory: Path, web_seed: str) -> dict[bytes, Any]:
     try:
-        ct = lt.create_torrent(files, PIECE_LENGTH, flags=flags)
-        ct.set_creator(CREATOR)
-        ct.set_creation_date(0)
-        ct.add_url_seed(web_seed)
+        ct = _creator(lt, files, flags, web_seed)
         lt.set_piece_hashes(ct, str(directory.parent))
     except RuntimeError as e:
         raise TorrentError(f"{directory}: libtorrent cannot make a torrent of it: {e}") from e
@@ -148,6 +157,118 @@ def make(directory: Path, web_seed: str) -> bytes:
     return data
 
 
+def assemble(name: str, files: Sequence[tuple[str, FileHashes]], web_seed: str) -> bytes:
+    """The hybrid torrent named ``name`` of ``files`` (path inside it, the file's hashes), with no file
+    read: byte for byte what :func:`make` gives for a directory ``name`` holding those files.
+
+    libtorrent makes the v1 half from the file list in BEP 52's order with BEP 47 tail padding (the
+    same list :func:`make` hashes), given each piece's SHA-1 (``create_torrent.set_hash``): in that
+    list every file starts a piece, so the pieces are each file's own in turn, and a padded tail's
+    SHA-1 is the one cached; only a one-file torrent (no pad files) takes its unpadded tail's. The v2
+    half is BEP 52's ``file tree`` (``length`` and, when not empty, ``pieces root`` per file) and
+    ``piece layers``, merged as :func:`make` merges libtorrent's v2 torrent; libtorrent bencodes it,
+    then loads it, which checks each piece layer against its pieces root and the v1 list against the
+    v2 tree (:func:`read`)."""
+    import libtorrent as lt
+
+    if not files:
+        raise TorrentError(f"{name}: nothing to put in a torrent")
+    by_path: dict[str, FileHashes] = {}
+    for rel, hashes in files:
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise TorrentError(f"{name}: a file named {rel!r} would leave the torrent")
+        if f"{name}/{rel}" in by_path:
+            raise TorrentError(f"{name}: {rel!r} is listed twice")
+        hashes.check(PIECE_LENGTH, f"{name}/{rel}")
+        by_path[f"{name}/{rel}"] = hashes
+    ordered = _bep52_order([lt.create_file_entry(path, h.length, 0, 0, "") for path, h in by_path.items()])
+    in_order = [by_path[e.filename] for e in ordered]
+    if len(in_order) == 1 and in_order[0].v1_tail:
+        pieces = in_order[0].v1_pieces[:-20] + in_order[0].v1_tail
+    else:
+        pieces = b"".join(h.v1_pieces for h in in_order)
+    try:
+        ct = _creator(lt, _with_tail_padding(lt, ordered, name), lt.create_torrent.v1_only, web_seed)
+        if ct.num_pieces() * 20 != len(pieces):
+            raise TorrentError(f"{name}: {len(pieces) // 20} piece hashes for {ct.num_pieces()} v1 pieces")
+        for i in range(ct.num_pieces()):
+            ct.set_hash(i, pieces[i * 20:(i + 1) * 20])
+        v1: dict[bytes, Any] = ct.generate()
+    except RuntimeError as e:
+        raise TorrentError(f"{name}: libtorrent cannot make the torrent's v1 half: {e}") from e
+    tree: dict[bytes, Any] = {}
+    layers: dict[bytes, bytes] = {}
+    for path, h in by_path.items():
+        node = tree
+        for part in path.split("/")[1:]:
+            node = node.setdefault(part.encode(), {})
+        node[b""] = {b"length": h.length, **({b"pieces root": h.pieces_root} if h.length else {})}
+        if h.layer:
+            layers[h.pieces_root] = h.layer
+    hybrid = dict(v1)
+    hybrid[b"info"] = {**v1[b"info"], b"file tree": tree, b"meta version": 2}
+    hybrid[b"piece layers"] = layers  # libtorrent writes the key even when no file has a layer
+    data = bytes(lt.bencode(hybrid))
+    try:
+        read(data)
+    except TorrentError as e:
+        raise TorrentError(f"{name}: the torrent assembled from its files' hashes does not load: {e}") from e
+    return data
+
+
+def snapshot_files(store: Store, root: CID, cache: FileHashCache, tmp: Path) -> list[tuple[str, FileHashes]]:
+    """Every file of the snapshot (its path under the root) with its torrent hashes: from ``cache`` by the
+    file's CID, or else written to ``tmp`` from verified blocks, hashed by libtorrent and cached.
+
+    Directory blocks and dag-pb file nodes are read (verified); a cached raw-leaf file is not read. A
+    cached length must be the file's: its dag-pb node's, or a raw leaf's block size."""
+    reader = DagReader(store)
+    out: list[tuple[str, FileHashes]] = []
+
+    def file(cid: CID, rel: str) -> None:
+        hashes = cache.get(cid)
+        if hashes is not None:
+            try:  # a raw leaf is the whole file: its block's size, without reading it
+                length = (store.object_path(cid.hex_digest).stat().st_size if cid.codec == RAW
+                          else reader.size(reader.node(cid)))
+            except OSError as e:
+                raise TorrentError(f"{root}/{rel}: block {cid} is not in the store: {e}") from e
+            if hashes.length != length:
+                raise TorrentError(f"{cache.where(cid)}: says {hashes.length} bytes, the file {rel} has {length}")
+            out.append((rel, hashes))
+            return
+        node = reader.node(cid)
+        scratch = tmp / "f" / "file"
+        scratch.parent.mkdir(exist_ok=True)
+        with open(scratch, "wb") as f:
+            for chunk in reader.read(node, 0, reader.size(node)):
+                f.write(chunk)
+        try:
+            hashes = file_hashes(scratch, PIECE_LENGTH)
+        except FileHashError as e:
+            raise TorrentError(f"{root}/{rel}: {e}") from e
+        finally:
+            scratch.unlink()
+        cache.put(cid, hashes)
+        out.append((rel, hashes))
+
+    def walk(cid: CID, rel: str) -> None:
+        node = reader.node(cid)
+        for name, link in reader.entries(node):
+            if not name or "/" in name or name in (".", ".."):
+                raise TorrentError(f"{cid}: a directory entry named {name!r} would leave the snapshot")
+            if link.cid.codec != RAW and reader.node(link.cid).is_dir:
+                walk(link.cid, f"{rel}{name}/")
+            else:
+                file(link.cid, f"{rel}{name}")
+
+    if root.codec == RAW or not reader.node(root).is_dir:
+        raise TorrentError(f"{root}: a snapshot's root is a directory, this is a file")
+    walk(root, "")
+    return out
+
+
 def read(data: bytes) -> TorrentInfo:
     import libtorrent as lt
 
@@ -170,12 +291,15 @@ def read(data: bytes) -> TorrentInfo:
                        tuple(w["url"] for w in ti.web_seeds()), dict(sorted(roots.items())))
 
 
-def write(store: Store, root: CID, gateway: str) -> tuple[Path, TorrentInfo]:
+def write(store: Store, root: CID, gateway: str,
+          log: Callable[[str], None] | None = None) -> tuple[Path, TorrentInfo]:
     """Make ``<store>/cars/<root>.torrent`` from the snapshot in the store (atomic write).
 
     The torrent depends only on the snapshot and the web seed, so one already made for both is kept:
     it is reused when its SHA-256 is the one recorded when it was written (``cache/torrents``) and it
-    still reads as the torrent of ``root`` with that web seed."""
+    still reads as the torrent of ``root`` with that web seed. Otherwise it is assembled
+    (:func:`assemble`) from each file's hashes, which libtorrent makes only for files no earlier
+    torrent had (:mod:`pipeline.export.torrentfiles`), so its cost is that of what changed."""
     seed = gateway.rstrip("/") + "/ipfs/"
     path = torrent_path(store, root)
     cache = DerivedCache(store, "torrents")
@@ -187,9 +311,18 @@ def write(store: Store, root: CID, gateway: str) -> tuple[Path, TorrentInfo]:
             info = read(data)
             if info.name == str(root) and info.web_seeds == (seed,):
                 return path, info
+    hashes = FileHashCache(store, PIECE_LENGTH)
     with tempfile.TemporaryDirectory(prefix="torrent-", dir=store.tmp) as tmp:
-        top = unpack(store, root, Path(tmp))
-        data = make(top, seed)
+        files = snapshot_files(store, root, hashes, Path(tmp))
+    try:
+        data = assemble(str(root), files, seed)
+    except TorrentError as e:
+        if not hashes.hits:
+            raise
+        raise TorrentError(f"{e} ({hashes.hits} files' hashes were read from {hashes.cache.dir}, which only this "
+                           "store writes: a wrong one is caught here; remove that directory and run again)") from e
+    if log is not None:
+        log(f"torrent: {len(files)} files, {hashes.misses} hashed now, {hashes.hits} from the cache by content")
     atomic_write(path, data)  # whole or nothing; a full disk is a StoreError naming the file
     cache.put(key, {"sha256": hashlib.sha256(data).hexdigest()})
     return path, read(data)
