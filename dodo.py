@@ -80,3 +80,15 @@ def task_publish():
                             "(default $WHEELPROOF_SECRET_KEY or ~/.config/wheelproof/release.key)"}],
         "uptodate": [False],
     }
+
+
+def task_car():
+    """Make a snapshot's CAR (default: the latest, to <store>/cars/<root>.car); reused if made and checks."""
+    return {
+        "actions": [tasks.car],
+        "params": [{"name": "root", "long": "root", "default": "", "help": "snapshot root CID (default: latest)"},
+                   {"name": "output", "long": "output", "short": "o", "default": "",
+                    "help": "where to write it (default <store>/cars/<root>.car)"}],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

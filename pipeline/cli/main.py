@@ -181,6 +181,8 @@ def _verify_release(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from pipeline.export.carmake import make_car
+    from pipeline.export.ipfs.multiformats import CID
     from pipeline.store.local import Store
     from pipeline.trust.pinned import PinnedCheckpoint
     from pipeline.trust.release import ReleaseError, Releases
@@ -201,14 +203,27 @@ def _verify_release(args: argparse.Namespace) -> int:
     public, key_path = trusted_key(args.public_key, rel.root)
     sig = Path(args.signature or str(manifest) + ".minisig")
     try:
-        car_name = json.loads(manifest.read_bytes())["car"]["filename"]
+        doc = json.loads(manifest.read_bytes())
+        car_name, root = doc["car"]["filename"], CID.parse(doc["root"])
     except (ValueError, KeyError, TypeError) as e:
         raise ReleaseError(f"{manifest}: not a release manifest ({e})") from None
-    car_path = Path(args.car) if args.car else Store().root / "cars" / car_name
+    if args.car:
+        car_path = Path(args.car)
+    else:  # the local store's CAR of the released root, made now if it is not made yet
+        if car_name != f"{root}.car":
+            raise ReleaseError(f"{manifest}: its CAR is named {car_name!r}, not {root}.car: pass --car FILE")
+        car_path = make_car(Store(), root, log=lambda m: None).path if Store().get_ref(
+            "snapshots", str(root)) is not None else Store().root / "cars" / car_name
     state = PinnedCheckpoint(Path(args.state) if args.state else default_state())
     verify_logged_release(rel, manifest, sig, car_path, public, state, is_latest)
     print(f"  key        {public.key_id_hex} from {key_path}")
     return 0
+
+
+def _car(args: argparse.Namespace) -> int:
+    from pipeline.cli import tasks
+
+    return 0 if tasks.car(args.root or "", args.output or "") else 1
 
 
 def _prove_inclusion(args: argparse.Namespace) -> int:
@@ -372,6 +387,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "conditions": (_conditions, "infer NAME...'s (default: all) build conditions from upstream's wheel and sdist; "
                                 "--write puts them in [build.conditions]"),
     "log": (_log, "print the build log (--test: the test log; --diff: the comparison) of NAME's current derivation"),
+    "car": (_car, "make a snapshot's CAR (default: the latest, to <store>/cars/<root>.car); reused if made"),
 }
 
 
@@ -455,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  "or ~/.config/wheelproof/builder.key)")
             p.add_argument("--nthreads", type=int, default=1, help="builds at once (default 1)")
             p.add_argument("--name", help="the worker's name on the farm (default: its address)")
+        elif name == "car":
+            p.add_argument("root", nargs="?", metavar="ROOT", help="snapshot root CID (default: the latest)")
+            p.add_argument("-o", "--output", metavar="FILE", help="default <store>/cars/<root>.car")
     args = parser.parse_args(argv)
     if getattr(args, "index_url", "x") is None:
         from pipeline.realise.index import DEFAULT_INDEX

@@ -212,7 +212,7 @@ def snapshot(host: str = "127.0.0.1", port: int = 8080, require_attestations: in
         return False
     url = f"http://{host}:{port}/ipfs/{snap.root}"
     print(f"""snapshot: root CID {snap.root}
-  CAR      {snap.car_path} ({snap.car_size:,} bytes, sha256 {snap.car_sha256}, {snap.blocks} blocks)
+  CAR      make with: python -m pipeline car {snap.root}  ({snap.car_size:,} bytes)
   mirror   ipfs dag import {snap.car_path} && ipfs pin add {snap.root}
   serve    .venv/bin/doit serve   (or: python -m pipeline serve --host {host} --port {port})
   install  pip install --index-url {url}/simple/ NAME
@@ -284,6 +284,7 @@ def publish(secret_key: str = "") -> bool:
     from pathlib import Path
 
     from pipeline.export import torrent
+    from pipeline.export.carmake import make_car
     from pipeline.export.ipfs.gateway import DagReader
     from pipeline.export.ipfs.multiformats import CID
     from pipeline.trust import release, signing
@@ -314,10 +315,11 @@ def publish(secret_key: str = "") -> bool:
         return False
     try:
         key = signing.load_secret_key(key_path)
-        path, manifest = rel.publish(key, root, s.root / "cars" / f"{root}.car", published, counts,
+        made = make_car(s, root, log=lambda m: print(f"publish: {m}", flush=True))  # reused if made and checks
+        path, manifest = rel.publish(key, root, made.path, published, counts,
                                      release.git_commit(DECLARATIONS_DIR), now,
                                      refuse_inside=[s.root, DECLARATIONS_DIR.parent], key_path=key_path,
-                                     attestations=attested)
+                                     attestations=attested, car_digest=(made.sha256, made.size))
     except WheelproofError as e:
         print(f"publish: {e}", file=sys.stderr)
         return False
@@ -432,3 +434,27 @@ def farm_doit_config() -> dict[str, object]:
     if not os.environ.get(FARM_ENV):
         return {}
     return {"num_process": int(os.environ.get("WHEELPROOF_FARM_JOBS", "32")), "par_type": "thread"}
+
+
+def car(root: str = "", output: str = "") -> bool:
+    """Make the CAR of snapshot ``root`` (default: the latest) at ``output`` (default
+    ``<store>/cars/<root>.car``), or reuse it if it is made and checks (pipeline/export/carmake.py)."""
+    from pathlib import Path
+
+    from pipeline.export.carmake import make_car
+    from pipeline.export.ipfs.multiformats import CID
+
+    try:
+        cid = CID.parse(root) if root else None
+    except ValueError as e:
+        print(f"car: {root!r} is not a CID: {e}", file=sys.stderr)
+        return False
+    try:
+        made = make_car(store(), cid, Path(output) if output else None, log=lambda m: print(m, flush=True))
+    except WheelproofError as e:
+        print(f"car: {e}", file=sys.stderr)
+        return False
+    print(f"car: {made.root}\n"
+          f"  CAR      {made.path} ({made.size:,} bytes, sha256 {made.sha256}, {made.blocks} blocks)\n"
+          f"  mirror   ipfs dag import {made.path} && ipfs pin add {made.root}", flush=True)
+    return True

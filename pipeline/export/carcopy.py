@@ -1,31 +1,37 @@
-"""Writing a snapshot's CARv1 (https://ipld.io/specs/transport/car/carv1/) from the previous one.
+"""A snapshot's CARv1 (https://ipld.io/specs/transport/car/carv1/): its plan, and its bytes made from the
+previous made CAR.
 
 A CARv1 is a header naming the root, then one section ``varint(len(cid)+len(block)) ‖ cid ‖ block``
-per block, depth-first, each block once. Consecutive snapshots share almost every block, and a
-depth-first walk puts an unchanged subtree's blocks in the same order, so most of a new CAR is runs
-of sections of the previous CAR. Each CAR written here leaves a *section index* (every section's
-CID, offset and length, in file order; ``<store>/cache/car-index/<key>``, a verified store document
-keyed by the CAR's root, SHA-256 and size). The next CAR is written from the same depth-first walk
-(:func:`pipeline.export.snapshot.iter_blocks` gives the order), but a raw leaf (or a dag-pb node)
-already in the previous CAR is not read from the store: consecutive ones are coalesced into runs and
-copied with ``copy_file_range(2)`` (a kernel copy). Only new blocks are read from the store, verified,
-and written. The result is byte for byte what a full write gives (tests/test_snapshot_incremental.py).
+per block, depth-first, each block once (the gateway's ``?format=car``: ``order=dfs; dups=n``). A
+snapshot records only the CAR's *plan* (:class:`CarPlan`: every section's CID and length in file
+order, so every offset and the total size follow), a store document named by the snapshot record
+(``SnapshotRecord.car.index``): :func:`plan_of` reads the DAG's dag-pb nodes (small) and takes each raw
+leaf's length from its store object, so a plan costs the DAG's directory and file nodes, never the
+set's bytes. The bytes are made on demand (:mod:`pipeline.export.carmake`: ``python -m pipeline car``,
+``doit car``, ``doit publish``).
 
-Trusting the previous CAR: its blocks were verified when they were written, and the file is used only
-if it is the one recorded (size, and the (device, inode, size, mtime, ctime) stamp of the last write or
-hash in ``cache/car-checks``; otherwise it is hashed again and must have its recorded SHA-256). A
-copied run is then checked where it lands: every section's ``varint ‖ CID`` prefix must be at the
-offset the index says (a wrong or stale index cannot splice the wrong bytes in). Anything else (no
-index, a missing, truncated, edited or unrecorded CAR, a prefix that does not match) means a full
-write, every block read verified from the store, and says so in the log.
+Making copies from a previous made CAR: consecutive snapshots share almost every block, and a
+depth-first walk puts an unchanged subtree's blocks in the same order, so most of a new CAR is runs of
+sections of the previous one. A raw leaf (or a dag-pb node) already in the previous CAR is not read
+from the store: consecutive ones are coalesced into runs and copied with ``copy_file_range(2)``. Only
+new blocks are read from the store, verified, and written. The result must be the plan, section for
+section, and is byte for byte what a full write gives (tests/test_snapshot_incremental.py).
 
-The new CAR's SHA-256 (``SnapshotRecord.car.sha256``) stays the SHA-256 of its bytes, all of them:
-a thread follows the writer through the new file, reading back (from the page cache) what has been
-written, hashing it in order and checking each copied section's prefix where it landed. Another thread
-fdatasyncs what has been written every 64 MiB, so dirty pages do not pile up until the kernel throttles
-the writer, and the final fsync (before the rename: the store's atomic-write contract, unchanged) has
-little left to do. On ext4 (no reflinks) a new CAR is still a new file of the set's size: its time is
-bounded by the disk's write speed, whatever is copied (docs/snapshots.md has the figures).
+Trusting the previous CAR: its blocks were verified when it was made, and the file is used only if it
+is the one recorded (``cache/car-checks``: its SHA-256, computed while it was written, and the
+(device, inode, size, mtime, ctime) stamp of that write or of the last hash; a file whose stamp differs
+is hashed again and must have the recorded SHA-256). A copied run is then checked where it lands: every
+section's ``varint ‖ CID`` prefix must be at the offset the plan says (a wrong plan cannot splice the
+wrong bytes in). Anything else (no record, a missing, truncated, edited CAR, a prefix that does not
+match) means a full write, every block read verified from the store, and says so in the log.
+
+The new CAR's SHA-256 is the SHA-256 of its bytes, all of them: a thread follows the writer through the
+new file, reading back (from the page cache) what has been written, hashing it in order and checking
+each copied section's prefix where it landed. Another thread fdatasyncs what has been written every 64
+MiB, so dirty pages do not pile up until the kernel throttles the writer, and the final fsync (before
+the rename: the store's atomic-write contract) has little left to do. On ext4 (no reflinks) a made CAR
+is a new file of the set's size, bounded by the disk's write speed (docs/snapshots.md has the figures):
+that is why a snapshot records the plan and does not make the CAR.
 """
 
 from __future__ import annotations
@@ -40,17 +46,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
+
 from pipeline.export.derived import DerivedCache, key_of
 from pipeline.export.ipfs import car, dagpb
 from pipeline.export.ipfs.multiformats import CID, DAG_PB, varint
-from pipeline.model.errors import StoreError
-from pipeline.store.local import Store, sha256_file
+from pipeline.model.errors import IntegrityError, StoreError
+from pipeline.store.local import HEX64, Store, sha256_file
 
-__all__ = ["CarIndex", "CarWritten", "PreviousCar", "Section", "car_stamp", "load_index", "previous_car",
-           "save_index", "stamp_written", "trusted_car", "write_car", "write_car_file"]
+__all__ = ["CarPlan", "CarWritten", "PreviousCar", "Section", "car_stamp", "load_plan", "made_sha256", "plan_of",
+           "previous_car", "record_made", "save_plan", "write_car", "write_car_file"]
 
 _FLUSH_EVERY = 64 << 20  # copy and write this much, then let the read-back and the flusher catch up
 _READ_CHUNK = 4 << 20
+_PLAN_KIND = "car-plan"
 
 
 @dataclass(frozen=True)
@@ -72,13 +81,24 @@ class Section:
 
 
 @dataclass(frozen=True)
-class CarIndex:
-    """Every section of one CAR, in file order, and the CAR it describes."""
+class CarPlan:
+    """Every section of one CAR, in file order: what the CAR of ``root`` is, before or without its bytes."""
 
     root: str
-    sha256: str
     size: int
     sections: tuple[Section, ...]
+
+    def first_difference(self, other: CarPlan) -> str | None:
+        """Where ``other`` departs from this plan (for messages); None if it is the same plan."""
+        if (self.root, self.size) != (other.root, other.size):
+            return f"root {other.root} and {other.size:,} bytes where the plan has {self.root} and {self.size:,}"
+        for mine, theirs in zip(self.sections, other.sections, strict=False):
+            if mine != theirs:
+                return (f"section at {theirs.offset:,} is {CID.from_bytes(theirs.cid)} ({theirs.length:,} bytes), "
+                        f"the plan has {CID.from_bytes(mine.cid)} ({mine.length:,} bytes) at {mine.offset:,}")
+        if len(self.sections) != len(other.sections):
+            return f"{len(other.sections)} sections where the plan has {len(self.sections)}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -89,7 +109,7 @@ class CarWritten:
     copied_blocks: int
     copied_bytes: int
     new_blocks: int
-    index: CarIndex
+    plan: CarPlan               # what was written, section by section
     write_seconds: float = 0.0  # the walk: runs copied, new blocks read verified and written
     hash_seconds: float = 0.0   # then waiting for the read-back (prefixes checked, SHA-256) to finish
     fsync_seconds: float = 0.0  # then the final fsync
@@ -105,91 +125,137 @@ def _checks(store: Store) -> DerivedCache:
     return DerivedCache(store, "car-checks")
 
 
-def _index_key(root: str, sha256: str, size: int) -> str:
-    return key_of("car-index", root, sha256, size)
+def _section(cid: CID, block_length: int) -> int:
+    return len(varint(len(bytes(cid)) + block_length)) + len(bytes(cid)) + block_length
 
 
-def save_index(store: Store, index: CarIndex) -> None:
-    DerivedCache(store, "car-index").put(_index_key(index.root, index.sha256, index.size), {
-        "root": index.root, "sha256": index.sha256, "size": index.size,
-        "sections": [[s.cid.hex(), s.offset, s.length] for s in index.sections]})
+def plan_of(store: Store, root: CID) -> tuple[CarPlan, frozenset[str]]:
+    """The CAR plan of the DAG under ``root`` (the depth-first order of
+    :func:`pipeline.export.snapshot.iter_blocks`, each block once) and every block's SHA-256 (hex).
+
+    dag-pb nodes are read verified (their links are needed); a raw leaf's length is its store object's
+    size (objects are stored as their bytes), so no leaf is read: making the CAR reads or copies each
+    block and checks the result is this plan, section for section."""
+    offset = len(car.header([root]))
+    sections: list[Section] = []
+    seen: set[bytes] = set()
+    stack = [root]
+    while stack:
+        cid = stack.pop()
+        if cid.digest in seen:
+            continue
+        seen.add(cid.digest)
+        if cid.codec == DAG_PB:
+            block = store.read_bytes(cid.hex_digest)
+            length = len(block)
+            stack.extend(reversed([link.cid for link in dagpb.decode(block).links]))
+        else:
+            try:
+                length = store.object_path(cid.hex_digest).stat().st_size
+            except FileNotFoundError:
+                raise StoreError(f"block {cid} of {root} is not in the store {store.root}") from None
+        n = _section(cid, length)
+        sections.append(Section(bytes(cid), offset, n))
+        offset += n
+    return CarPlan(str(root), offset, tuple(sections)), frozenset(CID.from_bytes(s.cid).hex_digest for s in sections)
 
 
-def load_index(store: Store, root: str, sha256: str, size: int) -> CarIndex | None:
-    """The section index recorded for this exact CAR; None if absent or not well-formed."""
-    doc = DerivedCache(store, "car-index").get(_index_key(root, sha256, size))
-    if doc is None or (doc.get("root"), doc.get("sha256"), doc.get("size")) != (root, sha256, size):
+def save_plan(store: Store, plan: CarPlan) -> str:
+    """Store the plan as a document (CID and length of each section; offsets and size follow); its digest."""
+    return store.put_json({"kind": _PLAN_KIND, "schema": 1, "root": plan.root, "size": plan.size,
+                           "sections": [[s.cid.hex(), s.length] for s in plan.sections]})
+
+
+def load_plan(store: Store, digest: str, root: str, size: int) -> CarPlan | None:
+    """The plan stored at ``digest`` (read verified) if it is a well-formed plan of ``root`` of ``size``
+    bytes; None if absent, malformed or another CAR's."""
+    if not HEX64.match(digest):
         return None
     try:
-        sections = tuple(Section(bytes.fromhex(c), int(o), int(n)) for c, o, n in doc["sections"])
+        doc = store.read_json(digest)
+    except (IntegrityError, StoreError, ValueError, zstandard.ZstdError):
+        return None
+    if not isinstance(doc, dict) or (doc.get("kind"), doc.get("schema"), doc.get("root"), doc.get("size")) != \
+            (_PLAN_KIND, 1, root, size):
+        return None
+    try:
+        offset = len(car.header([CID.parse(root)]))
+        sections = []
+        for c, n in doc["sections"]:
+            if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+                return None
+            sections.append(Section(bytes.fromhex(c), offset, n))
+            offset += n
     except (KeyError, TypeError, ValueError):
         return None
-    end = sections[0].offset if sections else size
-    for s in sections:  # contiguous, in order, to the end of the file
-        if s.offset != end or s.length <= 0:
-            return None
-        end += s.length
-    if end != size:
+    if offset != size:
         return None
-    return CarIndex(root, sha256, size, sections)
+    return CarPlan(root, size, tuple(sections))
 
 
-def trusted_car(store: Store, root: str, sha256: str, size: int, path: Path) -> str | None:
-    """None if ``path`` is the recorded CAR (its stamp is the one recorded when it was written or last
-    hashed, or failing that its bytes hash to ``sha256``); otherwise why not.
+def _made_key(root: str, plan: str, size: int) -> str:
+    return key_of("car-made", root, plan, size)
+
+
+def made_sha256(store: Store, root: str, plan: str, size: int, path: Path,
+                recorded: str | None = None) -> tuple[str | None, str | None]:
+    """(the SHA-256 of ``path``, None) if it is the CAR made from plan ``plan`` (its stamp is the one
+    recorded when it was made or last hashed, or failing that its bytes hash to the recorded SHA-256:
+    ``cache/car-checks``, or ``recorded``, an older snapshot record's); otherwise (None, why not).
 
     A file changed within 2 s of being hashed is not stamped (a write in the same clock tick as the
     hash would not show in the times: git's "racy" rule), so it is hashed again next time."""
+    key = _made_key(root, plan, size)
     try:
         if not path.is_file():
-            return f"{path} is missing"
+            return None, f"{path} is missing"
         if path.stat().st_size != size:
-            return f"{path} is {path.stat().st_size:,} bytes, its record says {size:,}"
-        key = key_of("car", root, sha256, size)
+            return None, f"{path} is {path.stat().st_size:,} bytes, its record says {size:,}"
         doc = _checks(store).get(key)
-        if doc is not None and doc.get("stamp") == car_stamp(path):
-            return None
+        expected = doc.get("sha256") if doc is not None else recorded
+        if not isinstance(expected, str) or not HEX64.match(expected):
+            return None, f"{path} is not recorded as made (no SHA-256 in {_checks(store).dir / key})"
+        if doc is not None and doc.get("path") == str(path.resolve()) and doc.get("stamp") == car_stamp(path):
+            return expected, None
         actual, _ = sha256_file(path)
-        if actual != sha256:
-            return f"{path} hashes to {actual}, its record says {sha256}"
+        if actual != expected:
+            return None, f"{path} hashes to {actual}, its record says {expected}"
         stamp = car_stamp(path)
     except OSError as e:
-        return f"{path}: {e.strerror or e}"
+        return None, f"{path}: {e.strerror or e}"
     if time.time_ns() - max(stamp[3], stamp[4]) > 2_000_000_000:
-        _checks(store).put(key, {"stamp": stamp})
-    return None
+        record_made(store, root, plan, size, expected, path)
+    return expected, None
 
 
-def stamp_written(store: Store, root: str, sha256: str, size: int, path: Path) -> None:
-    _checks(store).put(key_of("car", root, sha256, size), {"stamp": car_stamp(path)})
+def record_made(store: Store, root: str, plan: str, size: int, sha256: str, path: Path) -> None:
+    """Record the CAR made at ``path`` from plan ``plan``: its SHA-256, where it is and its stamp."""
+    _checks(store).put(_made_key(root, plan, size),
+                       {"sha256": sha256, "path": str(path.resolve()), "stamp": car_stamp(path)})
 
 
 @dataclass(frozen=True)
 class PreviousCar:
     path: Path
-    index: CarIndex
+    plan: CarPlan
     by_cid: dict[bytes, Section]
     stamp: list[int]  # the file as it was checked; the copy is refused if the file it opens is not it
 
 
-def previous_car(store: Store, root: str, sha256: str, size: int, path: Path,
-                 log: Callable[[str], None]) -> PreviousCar | None:
-    """The previous CAR to copy runs from, if its index is recorded and the file is the recorded one."""
-    index = load_index(store, root, sha256, size)
-    if index is None:
-        log(f"snapshot: no section index for {path.name}: writing every block from the store")
-        return None
-    why = trusted_car(store, root, sha256, size, path)
+def previous_car(store: Store, plan: CarPlan, plan_digest: str, path: Path, log: Callable[[str], None],
+                 recorded: str | None = None) -> PreviousCar | None:
+    """A made CAR to copy runs from, if it is the recorded one (:func:`made_sha256`)."""
+    _, why = made_sha256(store, plan.root, plan_digest, plan.size, path, recorded)
     if why is not None:
-        log(f"snapshot: not copying from the previous CAR ({why}): writing every block from the store")
+        log(f"car: not copying from the previous CAR ({why}): writing every block from the store")
         return None
     try:
         stamp = car_stamp(path)
     except OSError as e:
-        log(f"snapshot: not copying from the previous CAR ({path}: {e.strerror or e}): writing every block "
+        log(f"car: not copying from the previous CAR ({path}: {e.strerror or e}): writing every block "
             "from the store")
         return None
-    return PreviousCar(path, index, {s.cid: s for s in index.sections}, stamp)
+    return PreviousCar(path, plan, {s.cid: s for s in plan.sections}, stamp)
 
 
 class _RunMismatch(Exception):
@@ -264,7 +330,7 @@ class _ReadBack:
                     if offset + len(prefix) > limit:
                         break
                     if os.pread(self.fd, len(prefix), offset) != prefix:
-                        raise _RunMismatch(f"no section of {cid} where the previous CAR's index puts it")
+                        raise _RunMismatch(f"no section of {cid} where the previous CAR's plan puts it")
                     k += 1
                 if done and pos >= limit:
                     return
@@ -289,7 +355,7 @@ class _ReadBack:
 def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None) -> CarWritten:
     """Write the CAR of ``root`` to ``tmp_fd`` (an empty file open for reading and writing), copying
     runs of ``previous`` where it can. Raises :class:`_RunMismatch` if a copied run is not where the
-    previous CAR's index says (the caller then writes again without ``previous``)."""
+    previous CAR's plan says (the caller then writes again without ``previous``)."""
     pos = 0
     sections: list[Section] = []
     digests: set[str] = set()
@@ -377,23 +443,36 @@ def write_car(store: Store, root: CID, tmp_fd: int, previous: PreviousCar | None
             raise back.error
         raise RuntimeError(f"reading the new CAR back: {back.error}") from back.error
     hashed = time.perf_counter()
-    index = CarIndex(str(root), back.sha.hexdigest(), pos, tuple(sections))
-    return CarWritten(pos, index.sha256, frozenset(digests), copied_blocks, copied_bytes, new_blocks, index,
+    plan = CarPlan(str(root), pos, tuple(sections))
+    return CarWritten(pos, back.sha.hexdigest(), frozenset(digests), copied_blocks, copied_bytes, new_blocks, plan,
                       wrote - started, hashed - wrote)
 
 
 def write_car_file(store: Store, root: CID, car_path: Path, previous: PreviousCar | None,
-                   log: Callable[[str], None]) -> CarWritten:
-    """Write ``car_path`` atomically (temp file in the store's tmp, fsync, rename), from ``previous``
-    where it can; a copied run that does not check is logged and the CAR is written again in full."""
+                   log: Callable[[str], None], expect: CarPlan | None = None,
+                   expect_sha256: str | None = None) -> CarWritten:
+    """Write ``car_path`` atomically (temp file beside it, fsync, rename), from ``previous`` where it can;
+    a copied run that does not check is logged and the CAR is written again in full. What was written
+    must be ``expect`` (the snapshot's plan) and hash to ``expect_sha256`` when given, else nothing is
+    put in place."""
+    car_path.parent.mkdir(parents=True, exist_ok=True)
     for source in ([previous, None] if previous is not None else [None]):
-        fd, tmp = tempfile.mkstemp(dir=store.tmp, prefix="car-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=car_path.parent, prefix=f".{car_path.name}.")
+        except OSError as e:
+            raise StoreError(f"{car_path}: cannot write beside it: {e.strerror or e}; nothing was written") from e
         try:
             try:
                 written = write_car(store, root, fd, source)
             except _RunMismatch as e:
-                log(f"snapshot: the previous CAR does not check ({e}): writing every block from the store")
+                log(f"car: the previous CAR does not check ({e}): writing every block from the store")
                 continue
+            if expect is not None and (diff := expect.first_difference(written.plan)) is not None:
+                raise IntegrityError(f"{car_path}: the DAG under {root} is not its recorded CAR plan ({diff}); "
+                                     "nothing was written")
+            if expect_sha256 is not None and written.sha256 != expect_sha256:
+                raise IntegrityError(f"{car_path}: the CAR of {root} hashes to {written.sha256}, its snapshot "
+                                     f"record says {expect_sha256}; nothing was written")
             t0 = time.perf_counter()
             os.fsync(fd)
             written = dataclasses.replace(written, fsync_seconds=time.perf_counter() - t0)

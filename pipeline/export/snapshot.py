@@ -35,7 +35,9 @@ id>.intoto.json``, the keys at ``builders/<key id>.pem``; the project's PEP 691 
 ``doit publish`` logs. Projects without one carry no such key and no such directory.
 
 Blocks go into the store (a CID's sha2-256 digest is the object name), so
-consecutive snapshots share every unchanged block; the CAR is written to ``<store>/cars/<cid>.car``.
+consecutive snapshots share every unchanged block. The snapshot records its CAR's plan
+(pipeline/export/carcopy.py); the CAR itself is made on demand (pipeline/export/carmake.py, by default
+``<store>/cars/<cid>.car``).
 """
 
 from __future__ import annotations
@@ -261,13 +263,18 @@ def render(published: list[PublishedWheel], wheel_path: Callable[[Artifact], Pat
 @dataclass(frozen=True)
 class Snapshot:
     root: CID
-    car_path: Path
+    car_path: Path       # where ``python -m pipeline car`` makes the CAR by default (not made by a snapshot)
     car_size: int
-    car_sha256: str
+    car_plan: str        # store digest of the CAR's plan
     blocks: int
     new_blocks: int
     manifest: str  # store digest of the snapshot manifest
-    written: carcopy.CarWritten | None = None  # how the CAR was written (None: reused as it was)
+    car_sha256: str | None = None  # known only from an older record that wrote its CAR
+
+
+def car_path(store: Store, root: CID) -> Path:
+    """Where the CAR of ``root`` is made by default."""
+    return store.root / "cars" / f"{root}.car"
 
 
 def iter_blocks(store: BlockSource, root: CID) -> Iterator[tuple[CID, bytes]]:
@@ -300,38 +307,21 @@ def _record_at(store: Store, digest: str | None, where: str) -> SnapshotRecord |
         return None
 
 
-def _reusable_car(store: Store, root: CID, car_path: Path) -> SnapshotRecord | None:
-    """The snapshot record of ``root`` if its CAR is in place and is the recorded one (size, and the
-    stamp or else the SHA-256 it records: :func:`pipeline.export.carcopy.trusted_car`)."""
+def snapshot_record(store: Store, root: CID | None = None) -> SnapshotRecord | None:
+    """The record of snapshot ``root`` (default: the latest), checked field by field; None if none is."""
+    if root is None:
+        return _record_at(store, store.get_ref(TAG_KIND, "latest"), f"refs/{TAG_KIND}/latest")
     record = _record_at(store, store.get_ref(SNAPSHOT_KIND, str(root)), f"refs/{SNAPSHOT_KIND}/{root}")
-    if record is None or record.root != str(root):
-        return None
-    if carcopy.trusted_car(store, record.root, record.car.sha256, record.car.size, car_path) is not None:
-        return None
-    return record
-
-
-def _previous_car(store: Store, root: CID, log: Callable[[str], None]) -> carcopy.PreviousCar | None:
-    """The latest snapshot's CAR, to copy unchanged runs from, if it is recorded and checks."""
-    latest = _record_at(store, store.get_ref(TAG_KIND, "latest"), f"refs/{TAG_KIND}/latest")
-    if latest is None or latest.root == str(root):
-        return None
-    try:
-        previous = str(CID.parse(latest.root))  # a record's root names a file: a CID, nothing else
-    except ValueError:
-        log(f"snapshot: the latest snapshot's root {latest.root!r} is not a CID: writing every block from the store")
-        return None
-    path = store.root / "cars" / f"{previous}.car"
-    return carcopy.previous_car(store, previous, latest.car.sha256, latest.car.size, path, log)
+    return record if record is not None and record.root == str(root) else None
 
 
 def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snapshot:
-    """Import ``tree`` into the store's blocks, write the CAR and root the snapshot.
+    """Import ``tree`` into the store's blocks, record the CAR's plan and root the snapshot.
 
-    With the root already a snapshot whose CAR is in place and checks (:func:`_reusable_car`), nothing
-    is walked or written. Otherwise the CAR is written from a depth-first walk of the DAG: runs of
-    blocks the latest snapshot's CAR already holds are copied from it (:mod:`pipeline.export.carcopy`),
-    every other block is read verified from the store; then fsynced and renamed into place."""
+    With the root already a snapshot whose plan is stored, nothing is walked. Otherwise the plan is
+    the depth-first walk of the DAG (:func:`pipeline.export.carcopy.plan_of`: dag-pb nodes read, raw
+    leaves' lengths from their objects' sizes), stored, and named by the new record. The CAR's bytes
+    are not written here (``python -m pipeline car``, pipeline/export/carmake.py)."""
     counts = {"blocks": 0, "new": 0}
 
     def put(cid: CID, block: bytes) -> None:
@@ -342,31 +332,29 @@ def build(store: Store, tree: Tree, log: Callable[[str], None] = print) -> Snaps
 
     with store.shared():
         root = Importer(V1_2025, put).tree(tree).cid
-        cars = store.root / "cars"
-        cars.mkdir(exist_ok=True)
-        car_path = cars / f"{root}.car"
-        reused = _reusable_car(store, root, car_path)
-        if reused is not None:
+        existing = snapshot_record(store, root)
+        plan = None
+        if existing is not None and existing.car.index is not None:
+            plan = carcopy.load_plan(store, existing.car.index, existing.root, existing.car.size)
+        if existing is not None and plan is not None:
             manifest = store.get_ref(SNAPSHOT_KIND, str(root))
-            assert manifest is not None
+            assert manifest is not None and existing.car.index is not None
             store.set_ref(TAG_KIND, "latest", manifest)
-            log(f"snapshot: {len(reused.references)} blocks, unchanged: reusing {car_path.name}")
-            return Snapshot(root, car_path, reused.car.size, reused.car.sha256, len(reused.references),
-                            counts["new"], manifest)
-        previous = _previous_car(store, root, log)
-        written = carcopy.write_car_file(store, root, car_path, previous, log)
-        record = SnapshotRecord(str(root), CarRef(written.sha256, written.size), tuple(sorted(written.digests)))
+            log(f"snapshot: {len(plan.sections)} blocks, unchanged: reusing its CAR plan")
+            return Snapshot(root, car_path(store, root), plan.size, existing.car.index, len(plan.sections),
+                            counts["new"], manifest, existing.car.sha256)
+        plan, digests = carcopy.plan_of(store, root)
+        plan_digest = carcopy.save_plan(store, plan)
+        # an older record of this root wrote its CAR: the same plan gives the same bytes, keep its SHA-256
+        known = existing.car.sha256 if existing is not None and existing.car.size == plan.size else None
+        record = SnapshotRecord(str(root), CarRef(plan.size, plan_digest, known),
+                                tuple(sorted(digests | {plan_digest})))
         manifest = store.put_json(encode(record))
         store.set_ref(SNAPSHOT_KIND, str(root), manifest)
         store.set_ref(TAG_KIND, "latest", manifest)
-        carcopy.stamp_written(store, str(root), written.sha256, written.size, car_path)
-        carcopy.save_index(store, written.index)
-    if written.copied_blocks:
-        log(f"snapshot: CAR: {written.copied_blocks} blocks ({written.copied_bytes:,} bytes) copied from "
-            f"{previous.path.name if previous else '?'}, {written.new_blocks} read from the store")
-    log(f"snapshot: {len(written.digests)} blocks ({counts['new']} new in the store)")
-    return Snapshot(root, car_path, written.size, written.sha256, len(written.digests), counts["new"], manifest,
-                    written)
+    log(f"snapshot: {len(plan.sections)} blocks ({counts['new']} new in the store)")
+    return Snapshot(root, car_path(store, root), plan.size, plan_digest, len(plan.sections), counts["new"],
+                    manifest, known)
 
 
 def publish(store: Store, decls: dict[str, Declaration], records: Mapping[str, BuildRecord],

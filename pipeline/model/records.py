@@ -183,8 +183,14 @@ class TestRecord:
 
 @dataclass(frozen=True)
 class CarRef:
-    sha256: str
+    """A snapshot's CARv1: its size and its plan (``index``: the store document listing every section's
+    CID and length, pipeline/export/carcopy.py). The bytes are made on demand (``python -m pipeline
+    car``), so ``sha256`` is None in records written since; older records carry the SHA-256 of the CAR
+    every snapshot then wrote, and no plan."""
+
     size: int
+    index: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +208,14 @@ class SnapshotRecord:
         return self.root
 
     def _validate(self, where: str) -> None:
-        pass
+        for name in ("index", "sha256"):
+            value = getattr(self.car, name)
+            if value is not None and not (len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+                raise RecordError(f"{where}: car: {name}: not a SHA-256 digest: {value!r}")
+        if self.car.index is None and self.car.sha256 is None:
+            raise RecordError(f"{where}: car: neither a plan (index) nor a SHA-256")
+        if self.car.size < 0:
+            raise RecordError(f"{where}: car: size: negative ({self.car.size})")
 
 
 Record = BuildRecord | TestRecord | SnapshotRecord

@@ -191,8 +191,12 @@ class Releases:
                 counts: dict[str, Any], commit: str | None, now: dt.datetime,
                 refuse_inside: list[Path], key_path: Path | None = None,
                 state: Path | None = None,
-                attestations: list[dict[str, Any]] | None = None) -> tuple[Path, dict[str, Any]]:
+                attestations: list[dict[str, Any]] | None = None,
+                car_digest: tuple[str, int] | None = None) -> tuple[Path, dict[str, Any]]:
         """Sign, log and list a release, under an exclusive lock.
+
+        ``car_digest`` is the CAR's (SHA-256, size) as :func:`pipeline.export.carmake.make_car` computed
+        them while writing it or checked them by its stamp; without it ``car_path`` is hashed here.
 
         ``state`` (default: ``<key>.checkpoint`` beside the secret key) holds the last checkpoint this
         publisher signed; a log that does not extend it is refused before anything is written. The
@@ -215,11 +219,12 @@ class Releases:
                 raise ReleaseError(f"the publisher's checkpoint {state} is inside {forbidden}: keep it beside the key")
         with self._exclusive():
             return self._publish(key, root, car_path, published, counts, commit, now, PinnedCheckpoint(state),
-                                 attestations or [])
+                                 attestations or [], car_digest)
 
     def _publish(self, key: SecretKey, root: CID, car_path: Path, published: list[dict[str, Any]],
                  counts: dict[str, Any], commit: str | None, now: dt.datetime,
-                 pinned_file: PinnedCheckpoint, attestations: list[dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+                 pinned_file: PinnedCheckpoint, attestations: list[dict[str, Any]],
+                 car_digest: tuple[str, int] | None = None) -> tuple[Path, dict[str, Any]]:
         public = key.public
         pub_path = self.root / "wheelproof.pub"
         if pub_path.is_file() and PublicKey.parse(pub_path.read_text()) != public:
@@ -239,7 +244,11 @@ class Releases:
                 raise ReleaseError(f"{root} is already released as {previous_path.name}")
         sequence = len(releases) + 1
         self._clear_unlogged(releases, sequence, old_cp, pinned)
-        car_sha, car_size = sha256_file(car_path)
+        try:
+            car_sha, car_size = car_digest if car_digest is not None else sha256_file(car_path)
+        except OSError as e:
+            raise ReleaseError(f"{car_path}: the snapshot's CAR cannot be read ({e.strerror or e}): make it with "
+                               f"`python -m pipeline car {root}`") from None
         tree_root = old_cp.root if old_cp else tlog.root([])
         manifest: dict[str, Any] = {
             "schema": 1, "kind": "wheelproof-release",
