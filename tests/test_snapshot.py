@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.export.carmake import make_car
 from pipeline.export.ipfs import car
 from pipeline.export.ipfs.gateway import GatewayServer, negotiate
 from pipeline.export.ipfs.multiformats import CID, CIDError
@@ -71,6 +72,9 @@ def test_snapshot_tree_is_deterministic_and_complete(world):
     snap, decls, published = tiny_snapshot(world)
     again = Importer(V1_2025, lambda c, b: None)
     assert len(published) == 2 and snap.blocks > 5
+    assert not snap.car_path.exists()  # a snapshot records the CAR's plan; the bytes are made on demand
+    made = make_car(world.store, snap.root, log=lambda m: None)
+    assert (made.path, made.size, made.blocks) == (snap.car_path, snap.car_size, snap.blocks)
     roots, blocks = car.read(snap.car_path.read_bytes())
     blocks = list(blocks)
     assert roots == [snap.root]
@@ -83,7 +87,8 @@ def test_snapshot_tree_is_deterministic_and_complete(world):
     snap2, _ = publish(other, decls, {n: build_record("d" * 64, "identical", n, d.wheels[0].filename)
                                       for n, d in decls.items()},
                        lambda d, w: facts_for(other, w.sha256, w.filename).metadata or b"", log=lambda m: None)
-    assert snap2.root == snap.root and snap2.car_sha256 == snap.car_sha256
+    assert snap2.root == snap.root and snap2.car_plan == snap.car_plan  # the same plan document
+    assert make_car(other, snap2.root, log=lambda m: None).sha256 == made.sha256
     assert again is not None
 
 
@@ -196,6 +201,16 @@ def test_trustless_gateway_raw_and_car(world, gateway):
     assert blocks[0][0] == snap.root and blocks[1][0] == roots[0] and roots[0] != snap.root
     response, body3 = get(gateway, f"/ipfs/{snap.root}/simple/", {"Accept": "application/vnd.ipld.car"})
     assert body3 == body
+
+
+def test_the_made_car_is_the_gateways_whole_dag_car(world, gateway):
+    """The CAR made on demand is byte for byte the gateway's ``/ipfs/<root>?format=car`` (dfs, dups=n)."""
+    snap, _, _ = tiny_snapshot(world)
+    response, body = get(gateway, f"/ipfs/{snap.root}?format=car")
+    assert response.status == 200 and "order=dfs" in response.getheader("Content-Type")
+    made = make_car(world.store, snap.root, log=lambda m: None)
+    assert made.path.read_bytes() == body and len(body) == snap.car_size
+    assert hashlib.sha256(body).hexdigest() == made.sha256
 
 
 @pytest.mark.parametrize("cid,status", [

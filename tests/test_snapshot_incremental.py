@@ -6,9 +6,11 @@ nothing changed walks and writes nothing; a corrupt cache entry or CAR is a miss
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from pipeline.export import conda, formats, torrent
+from pipeline.export.carmake import make_car
 from pipeline.export.ipfs import car
 from pipeline.export.ipfs.unixfs import cid_of_tree
 from pipeline.export.snapshot import publish, render
@@ -50,30 +52,42 @@ def test_cached_root_is_the_full_import_root(world):
     assert cid_of_tree(wheel_entry) == snap.root
     # and a fresh store computes it too
     fresh, _, fresh_logs = _snapshot(world, Store(world.root / "fresh-store"))
-    assert fresh.root == snap.root and fresh.car_sha256 == snap.car_sha256
+    assert fresh.root == snap.root and fresh.car_plan == snap.car_plan
     assert "0 wheels imported before, 2 imported now" in " ".join(fresh_logs)
 
 
-def test_nothing_changed_reuses_the_car(world):
+def test_nothing_changed_reuses_the_plan_and_a_made_car(world):
     snap, _, _ = _snapshot(world)
-    before = snap.car_path.stat()
+    assert not snap.car_path.exists()  # the snapshot records the plan, it does not write the CAR
+    objects = set(world.store.iter_objects())
     again, _, logs = _snapshot(world)
-    after = again.car_path.stat()
+    assert any("unchanged: reusing its CAR plan" in m for m in logs)
+    assert (again.car_plan, again.car_size, again.blocks, again.new_blocks, again.manifest) == \
+        (snap.car_plan, snap.car_size, snap.blocks, 0, snap.manifest)
+    assert set(world.store.iter_objects()) == objects
+    made = make_car(world.store, snap.root, log=lambda m: None)
+    assert made.written is not None and made.path == snap.car_path
+    assert hashlib.sha256(made.path.read_bytes()).hexdigest() == made.sha256 and made.size == snap.car_size
+    before = made.path.stat()
+    logs = []
+    again = make_car(world.store, log=logs.append)  # the latest snapshot: reused by its stamp, not hashed
+    after = made.path.stat()
+    assert again.written is None and again.sha256 == made.sha256
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
-    assert any("unchanged: reusing" in m for m in logs)
-    assert (again.car_sha256, again.car_size, again.blocks, again.new_blocks) == \
-        (snap.car_sha256, snap.car_size, snap.blocks, 0)
+    assert logs == [f"car: {made.path} is made and checks ({made.size:,} bytes, sha256 {made.sha256})"]
 
 
-def test_a_corrupt_car_is_written_again(world):
+def test_a_corrupt_made_car_is_made_again(world):
     snap, _, _ = _snapshot(world)
-    data = bytearray(snap.car_path.read_bytes())
+    made = make_car(world.store, snap.root, log=lambda m: None)
+    data = bytearray(made.path.read_bytes())
     data[-1] ^= 1
-    snap.car_path.write_bytes(bytes(data))  # same size, other bytes (and a new mtime/ctime)
-    again, _, logs = _snapshot(world)
-    assert not any("unchanged" in m for m in logs)
-    assert again.car_path.read_bytes() != bytes(data)
-    roots, blocks = car.read(again.car_path.read_bytes())
+    made.path.write_bytes(bytes(data))  # same size, other bytes (and a new mtime/ctime)
+    logs: list[str] = []
+    again = make_car(world.store, snap.root, log=logs.append)
+    assert again.written is not None and again.sha256 == made.sha256
+    assert any(f"hashes to {hashlib.sha256(data).hexdigest()}" in m and "making it again" in m for m in logs), logs
+    roots, blocks = car.read(again.path.read_bytes())
     assert roots == [snap.root] and len(list(blocks)) == snap.blocks
 
 
@@ -134,32 +148,64 @@ def _tree(seed: int, changed: bytes | None = None) -> dict:
     return {"index.html": b"top", "simple": big}
 
 
+def built_and_made(store: Store, tree: dict, log=lambda m: None):
+    """``snapshot.build`` then ``make_car`` of its root: what ``doit snapshot`` then ``doit car`` do."""
+    from pipeline.export.snapshot import build
+
+    snap = build(store, tree, log=log)
+    return snap, make_car(store, snap.root, log=log)
+
+
 def test_an_incremental_car_is_byte_for_byte_a_full_write(tmp_path):
     import random
 
-    from pipeline.export.snapshot import build
-
     store = Store(tmp_path / "store")
-    first = build(store, _tree(1), log=lambda m: None)
-    assert first.written is not None and first.written.copied_blocks == 0
+    first, first_car = built_and_made(store, _tree(1))
+    assert first_car.written is not None and first_car.written.copied_blocks == 0
     logs: list[str] = []
     changed = random.Random(2).randbytes(3 * 1024 * 1024 + 17)
-    second = build(store, _tree(1, changed), log=logs.append)
+    second, second_car = built_and_made(store, _tree(1, changed), logs.append)
     assert second.root != first.root
-    w = second.written
-    assert w is not None
+    w = second_car.written
+    assert w is not None and second_car.source == first_car.path
     # the changed file's 4 leaves and its node, its directory, simple/ and the root: 8 blocks written
     assert (w.new_blocks, w.copied_blocks) == (8, second.blocks - 8)
     assert any(f"copied from {first.car_path.name}" in m for m in logs)
-    fresh = build(Store(tmp_path / "fresh"), _tree(1, changed), log=lambda m: None)
-    assert fresh.written is not None and fresh.written.copied_blocks == 0
-    assert (fresh.root, fresh.car_sha256, fresh.car_size) == (second.root, second.car_sha256, second.car_size)
+    fresh, fresh_car = built_and_made(Store(tmp_path / "fresh"), _tree(1, changed))
+    assert fresh_car.written is not None and fresh_car.written.copied_blocks == 0
+    assert (fresh.root, fresh.car_plan, fresh_car.sha256, fresh_car.size) == \
+        (second.root, second.car_plan, second_car.sha256, second_car.size)
     assert second.car_path.read_bytes() == fresh.car_path.read_bytes()
     roots, blocks = car.read(second.car_path.read_bytes())  # every block verifies against its CID
     assert roots == [second.root] and len(list(blocks)) == second.blocks
-    # a CAR copied from a copied CAR (through the section index the copy recorded) is still the full write
+    # a CAR copied from a copied CAR (through the plan of the copy) is still the full write
     small = b"now one leaf"
-    third = build(store, _tree(1, small), log=lambda m: None)
-    assert third.written is not None and third.written.new_blocks == 4  # the leaf, p2/, simple/, root
-    full = build(Store(tmp_path / "fresh3"), _tree(1, small), log=lambda m: None)
+    third, third_car = built_and_made(store, _tree(1, small))
+    assert third_car.written is not None and third_car.written.new_blocks == 4  # the leaf, p2/, simple/, root
+    full, _ = built_and_made(Store(tmp_path / "fresh3"), _tree(1, small))
     assert third.car_path.read_bytes() == full.car_path.read_bytes() and third.root == full.root
+
+
+def test_a_snapshot_writes_no_car_and_its_plan_is_the_made_cars_sections(tmp_path):
+    """The snapshot's cost is its new blocks and a few documents: no CAR file; the plan it records
+    (every section's CID and length) is exactly the CAR made later, and ``-o FILE`` writes the same."""
+    import random
+
+    from pipeline.export import carcopy
+    from pipeline.export.snapshot import build, snapshot_record
+
+    store = Store(tmp_path / "store")
+    first = build(store, _tree(4), log=lambda m: None)
+    changed = random.Random(3).randbytes(2 * 1024 * 1024 + 3)
+    second = build(store, _tree(4, changed), log=lambda m: None)
+    assert not (store.root / "cars").exists() or not list((store.root / "cars").iterdir())
+    record = snapshot_record(store)
+    assert record is not None and record.root == str(second.root) and record.car.sha256 is None
+    assert record.car.index == second.car_plan and second.car_plan in record.references  # gc keeps it
+    plan = carcopy.load_plan(store, second.car_plan, str(second.root), second.car_size)
+    assert plan is not None and len(plan.sections) == second.blocks
+    out = tmp_path / "elsewhere" / "x.car"
+    made = make_car(store, second.root, out, log=lambda m: None)
+    assert made.path == out and made.written is not None and made.written.plan == plan
+    assert out.stat().st_size == second.car_size == plan.size
+    assert first.root != second.root and not second.car_path.exists()
