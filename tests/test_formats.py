@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.export import formats, torrent
+from pipeline.export.carmake import make_car
 from pipeline.export.ipfs.multiformats import CID
 from pipeline.export.snapshot import publish
 from pipeline.model import environments
@@ -59,7 +60,7 @@ def test_formats_are_reproducible(world):
     snap, decls, path, info = format_snapshot(world)
     other = Store(world.root / "other-store")
     snap2, _, path2, info2 = format_snapshot(world, other)
-    assert snap2.root == snap.root and snap2.car_sha256 == snap.car_sha256
+    assert snap2.root == snap.root and snap2.car_plan == snap.car_plan
     assert path.read_bytes() == path2.read_bytes() and info == info2
     out = torrent.unpack(world.store, snap.root, world.root / "unpacked")
     noarch = sorted(p.name for p in (out / "conda" / "noarch").iterdir())
@@ -252,7 +253,8 @@ def test_release_manifest_records_the_torrent(world, tmp_path):
 
     snap, _, path, info = format_snapshot(world)
     rel = Releases(world.root / "releases")
-    _, manifest = rel.publish(SecretKey.generate(), snap.root, snap.car_path, [], {}, None,
+    made = make_car(world.store, snap.root, log=lambda m: None)
+    _, manifest = rel.publish(SecretKey.generate(), snap.root, made.path, [], {}, None,
                               dt.datetime(2026, 1, 1, tzinfo=dt.UTC), refuse_inside=[],
                               state=world.root / "publisher.checkpoint")
     field = manifest["torrent"]

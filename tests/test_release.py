@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 
+from pipeline.export.carmake import make_car
 from pipeline.trust import tlog
 from pipeline.trust.release import ReleaseError, Releases, prove_consistency, prove_inclusion, verify_release
 from pipeline.trust.signing import SecretKey, SignatureError, minisign_sign, minisign_verify, write_keypair
 
+from .conftest import REPO
 from .test_snapshot import tiny_snapshot
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -30,6 +34,7 @@ def key(tmp_path):
 
 def release_once(world, rel, key, **extra_files):
     snap, decls, published = tiny_snapshot(world, **extra_files)
+    make_car(world.store, snap.root, log=lambda m: None)  # what `doit publish` does first
     return snap, rel.publish(key, snap.root, snap.car_path, published_of(decls, published),
                              {"wheels": len(published)}, "abc123", NOW, refuse_inside=[world.store_root],
                              key_path=world.root / "keys" / "release.key")
@@ -39,7 +44,9 @@ def test_release_is_signed_and_verifiable_by_stock_minisign(world, key, tmp_path
     rel = Releases(world.root / "releases")
     snap, (path, manifest) = release_once(world, rel, key)
     assert manifest["sequence"] == 1 and manifest["previous"] is None and manifest["root"] == str(snap.root)
-    assert manifest["car"]["sha256"] == snap.car_sha256 and manifest["declarations_commit"] == "abc123"
+    car_sha = hashlib.sha256(snap.car_path.read_bytes()).hexdigest()
+    assert manifest["car"] == {"filename": snap.car_path.name, "sha256": car_sha, "size": snap.car_size}
+    assert manifest["declarations_commit"] == "abc123"
     assert shutil.which("minisign"), "stock minisign (Debian package, installed by `make test`) is required"
     out = subprocess.run(["minisign", "-V", "-p", str(rel.root / "wheelproof.pub"), "-m", str(path)],
                          capture_output=True, text=True)
@@ -77,6 +84,47 @@ def test_secret_key_inside_the_store_is_refused(world, tmp_path):
     with pytest.raises(ReleaseError, match="inside"):
         rel.publish(key, snap.root, snap.car_path, published_of(decls, published), {}, None, NOW,
                     refuse_inside=[world.store_root], key_path=inside)
+
+
+def test_doit_publish_makes_the_car_when_it_is_not_made(world, tmp_path_factory):
+    """`doit publish` (tasks.publish, run as doit runs it) on a snapshot whose CAR was never made makes it,
+    signs its SHA-256 and size, and a second publish reuses it by its stamp."""
+    from pipeline.export import torrent
+
+    snap, _, _ = tiny_snapshot(world)
+    torrent.write(world.store, snap.root, "http://gw.test")
+    assert not snap.car_path.exists()
+    env = {**world.env(), "WHEELPROOF_RELEASES": str(world.root / "releases")}
+    keys = tmp_path_factory.mktemp("publisher")  # outside the declarations' parent, which publish refuses
+    write_keypair(keys / "release.key", keys / "release.pub")
+    code = ("import sys; from pipeline.cli import tasks; "
+            f"sys.exit(0 if tasks.publish({str(keys / 'release.key')!r}) else 1)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = snap.car_path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    assert f"publish: car: {snap.car_path} ({snap.car_size:,} bytes, sha256 {sha}" in out.stdout
+    rel = Releases(world.root / "releases")
+    path = rel.latest()
+    assert path is not None
+    manifest = verify_release(path, path.with_suffix(".json.minisig"), snap.car_path, rel.public_key(),
+                              log=lambda m: None)
+    assert manifest["car"] == {"filename": snap.car_path.name, "sha256": sha, "size": len(data)}
+    assert len(data) == snap.car_size
+    # made once: `python -m pipeline car` now finds it made and checks it by its stamp
+    out = subprocess.run([sys.executable, "-m", "pipeline", "car", str(snap.root)], env=env, capture_output=True,
+                         text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0 and f"car: {snap.car_path} is made and checks" in out.stdout, out.stderr
+
+
+def test_publishing_an_unmade_car_directly_says_how_to_make_it(world, key):
+    rel = Releases(world.root / "releases")
+    snap, decls, published = tiny_snapshot(world)
+    with pytest.raises(ReleaseError, match=f"make it with `python -m pipeline car {snap.root}`"):
+        rel.publish(key, snap.root, snap.car_path, published_of(decls, published), {}, None, NOW,
+                    refuse_inside=[world.store_root], key_path=world.root / "keys" / "release.key")
+    assert not (rel.root / "manifests").exists() or not list((rel.root / "manifests").iterdir())
 
 
 # -- tampering --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.client.proxy import ProxyServer
 from pipeline.client.source import load_release
+from pipeline.export.carmake import make_car
 from pipeline.export.ipfs.multiformats import CID
 from pipeline.trust.release import Releases
 from pipeline.trust.signing import write_keypair
@@ -27,6 +28,7 @@ NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
 def _release(world, rel, key, **lib_files):
     snap, _, published = env_snapshot(world, **lib_files)
+    make_car(world.store, snap.root, log=lambda m: None)
     wheels = [{"project": w.project, "version": w.version, "filename": w.wheel.filename, "sha256": w.wheel.sha256,
                "verdict": w.verdict, "tests": None} for w in published]
     path, _ = rel.publish(key, snap.root, snap.car_path, wheels, {}, None, NOW, refuse_inside=[world.store_root],

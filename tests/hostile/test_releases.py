@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.export.carmake import make_car
 from pipeline.trust import tlog
 from pipeline.trust.release import Checkpoint, ReleaseError, Releases, logged_releases
 from pipeline.trust.signing import SecretKey, minisign_sign, sign_note, write_keypair
@@ -43,6 +44,7 @@ class Setup:
 
     def publish(self, **extra: str):
         snap, decls, published = tiny_snapshot(self.world, **extra)
+        make_car(self.world.store, snap.root, log=lambda m: None)
         path, manifest = self.rel.publish(self.key, snap.root, snap.car_path, published_of(decls, published),
                                           {}, "abc123", NOW, refuse_inside=[self.world.store_root],
                                           key_path=self.keys / "release.key")
