@@ -75,3 +75,17 @@ def test_npm_verifies_path_and_entity_bytes_cars(world, verify_car, tmp_path, ki
                               "0", "10"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode != 0
+
+
+@pytest.mark.integration
+def test_npm_verifies_the_made_car(world, verify_car):
+    """The CAR `python -m pipeline car` makes (pipeline/export/carmake.py): @ipld/car reads every block
+    and hashes it against its CID, ipfs-unixfs-exporter lists the root from the CAR's blocks alone."""
+    from pipeline.export.carmake import make_car
+
+    snap, _, _ = tiny_snapshot(world)
+    made = make_car(world.store, snap.root, log=lambda m: None)
+    got = node_verify(verify_car, made.path, snap.root, "")
+    assert (got["root"], got["cid"], got["type"], got["blocks"]) == (str(snap.root), str(snap.root), "directory",
+                                                                     snap.blocks)
+    assert got["size"] == 3  # index.html, simple/, wheelproof.json
