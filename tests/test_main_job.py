@@ -32,6 +32,14 @@ def test_doit_snapshot_on_a_small_fixture_set(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "check: ok: 6 declarations" in result.stdout
     cid = re.search(r"snapshot: root CID (\S+)", result.stdout).group(1)
+    # the CAR is not made by the snapshot: its line says how to make it, and `python -m pipeline car` does
+    size = int(re.search(rf"  CAR      make with: python -m pipeline car {cid}  \(([\d,]+) bytes\)",
+                         result.stdout).group(1).replace(",", ""))
+    car_file = tmp_path / "store" / "cars" / f"{cid}.car"
+    assert not car_file.exists()
+    made = subprocess.run([sys.executable, "-m", "pipeline", "car"], env=env, capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+    assert made.returncode == 0 and f"  CAR      {car_file} ({size:,} bytes" in made.stdout, made.stderr
     server = GatewayServer(("127.0.0.1", 0), Store(tmp_path / "store"))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
