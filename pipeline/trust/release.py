@@ -371,7 +371,10 @@ def verify_release(manifest_path: Path, signature_path: Path, car_path: Path, pu
     except SignatureError as e:
         raise ReleaseError(f"{manifest_path}: {e}") from None
     manifest = json.loads(data)
-    car_bytes = car_path.read_bytes()
+    try:
+        car_bytes = car_path.read_bytes()
+    except OSError as e:
+        raise ReleaseError(f"{car_path}: the CAR cannot be read ({e.strerror or e})") from None
     if hashlib.sha256(car_bytes).hexdigest() != manifest["car"]["sha256"] or len(car_bytes) != manifest["car"]["size"]:
         raise ReleaseError(f"{car_path}: its SHA-256 or size differs from the signed manifest")
     try:

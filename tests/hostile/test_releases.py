@@ -253,3 +253,22 @@ def test_manifest_edited_keeps_its_old_signature(s):
     before = s.state.read_bytes()
     refused(s, s.verify(s.paths[1]), "signature does not match", before)
     publish_refused(s, "is not the manifest the log holds for release 2")
+
+
+def test_verify_release_makes_the_stores_car_when_it_is_not_made_and_checks_it(s):
+    """Without --car the verifier uses the local store's CAR of the released root, made now if it was
+    never made (or was deleted); a made CAR that was tampered with is made again from the verified store
+    blocks, and the signed SHA-256 still decides."""
+    car_file = s.snaps[-1].car_path
+    good = car_file.read_bytes()
+    car_file.unlink()
+    out = s.verify(s.paths[-1])
+    assert out.returncode == 0 and "verified: release 2" in out.stdout, out.stderr
+    assert car_file.read_bytes() == good
+    car_file.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    out = s.verify(s.paths[-1])
+    assert out.returncode == 0 and car_file.read_bytes() == good, out.stderr
+    before = s.state.read_bytes()
+    out = s.verify(s.paths[-1], "--car", str(s.world.root / "missing.car"))
+    assert out.returncode == 1 and "missing.car" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert s.state.read_bytes() == before
