@@ -4,7 +4,10 @@ not-rebuilt, and wheels whose project is not built yet), suites run and passed, 
 a test suite. With ``--cold-snapshot``, also times `doit snapshot` on a fresh, empty store (a cold
 `make snapshot`: every download, build and check), which takes as long as building the whole set.
 
-    python benchmarks/set_report.py [--cold-snapshot]
+    python benchmarks/set_report.py [--cold-snapshot [--keep-store DIR]]
+
+``--keep-store DIR`` runs the cold snapshot in DIR (absent or empty) and keeps it, so the other
+figures can be read from it afterwards (``WHEELPROOF_STORE=DIR python benchmarks/set_report.py``).
 """
 
 from __future__ import annotations
@@ -55,9 +58,11 @@ def report() -> None:
           f"{f', {100 * pure_with / len(pure):.0f}%' if pure else ''}), {len(results)} run, {len(passed)} passed")
 
 
-def cold_snapshot() -> None:
+def cold_snapshot(keep: Path | None = None) -> None:
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        raise SystemExit(f"--keep-store {keep}: not empty; a cold snapshot needs an empty store")
     with tempfile.TemporaryDirectory(prefix="wheelproof-cold-") as tmp:
-        env = {**os.environ, "WHEELPROOF_STORE": str(Path(tmp) / "store")}
+        env = {**os.environ, "WHEELPROOF_STORE": str(keep or Path(tmp) / "store")}
         started = time.monotonic()
         proc = subprocess.run(DOIT + ["-n", "2", "--db-file", str(Path(tmp) / "doit.db"), "snapshot"], cwd=REPO,
                               env=env, capture_output=True, text=True)
@@ -69,10 +74,15 @@ def cold_snapshot() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cold-snapshot", action="store_true", help="also time `doit snapshot` on an empty store")
+    ap.add_argument("--keep-store", type=Path, help="with --cold-snapshot: use this (empty) store and keep it")
     args = ap.parse_args()
-    report()
+    if args.keep_store is not None and not args.cold_snapshot:
+        ap.error("--keep-store needs --cold-snapshot")
     if args.cold_snapshot:
-        cold_snapshot()
+        cold_snapshot(args.keep_store)
+    if args.keep_store is not None:
+        os.environ["WHEELPROOF_STORE"] = str(args.keep_store)  # the figures of what the cold run made
+    report()
 
 
 if __name__ == "__main__":
