@@ -87,10 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         env = IsolatedEnv(Path(args.env))
         spec = json.loads(args.spec)
         modules = top_level_modules(inputs / "wheels" / args.wheel)
+        # A namespace package (PEP 420: google, azure, jaraco, sphinxcontrib...) has no origin; where it
+        # comes from is its search path, and every entry of that must be in /env too.
         probe = ("import importlib.util, json, sys\n"
-                 "print(json.dumps({m: getattr(importlib.util.find_spec(m), 'origin', None) for m in sys.argv[1:]}))")
-        origins = json.loads(subprocess.run([env.python, "-P", "-c", probe, *modules], cwd=args.srcdir,
-                                            capture_output=True, text=True, check=True).stdout)
+                 "def where(m):\n"
+                 "    s = importlib.util.find_spec(m)\n"
+                 "    if s is None or s.origin:\n"
+                 "        return getattr(s, 'origin', None)\n"
+                 "    paths = list(s.submodule_search_locations or [])\n"
+                 "    outside = [p for p in paths if not p.startswith(sys.argv[1] + '/')]\n"
+                 "    return (outside or paths or [None])[0]\n"
+                 "print(json.dumps({m: where(m) for m in sys.argv[2:]}))")
+        origins = json.loads(subprocess.run([env.python, "-P", "-c", probe, str(env.path), *modules],
+                                            cwd=args.srcdir, capture_output=True, text=True, check=True).stdout)
         result["imports"] = origins
         outside = {m: o for m, o in origins.items() if not (o or "").startswith(str(env.path) + "/")}
         if outside:

@@ -46,6 +46,20 @@ def test_passing_suite_runs_against_the_installed_wheel(world):
     assert "tests passed: 2 passed" in testing.summary_line(record)
 
 
+def test_a_namespace_package_is_proved_to_come_from_the_wheel(world):
+    """PEP 420: a namespace package has no origin; the runner proves its search path is in /env."""
+    files = {"tests/__init__.py": "",
+             "tests/test_tiny.py": "import unittest\nimport tinyns.inner\n\n"
+                                   "class T(unittest.TestCase):\n    def test_value(self):\n"
+                                   "        self.assertEqual(tinyns.inner.X, 1)\n"}
+    world.declare_tiny("tiny", files={"tinyns/inner/__init__.py": "X = 1\n"}, sdist_files=files,
+                       test_table="\n[test]\n" + UNITTEST)
+    decls = load_all(world.declarations)
+    record = testing.run(testing.plan(decls["tiny"], decls), world.store, log=lambda m: None)
+    assert record.outcome == "passed", record
+    assert record.imports["tinyns"].startswith("/env/lib/")
+
+
 def test_failing_suite_blocks(world):
     body = "class T(unittest.TestCase):\n    def test_bad(self):\n        self.assertEqual(tiny.X, 2)\n"
     record, _ = suite(world, body)
