@@ -100,6 +100,13 @@ def test_pre_releases_only_when_a_dependent_names_one_or_nothing_else_fits():
     assert choose_release(only_pre, "bin", ENVS)[0].version == "0.66b2"  # type: ignore[arg-type]
 
 
+def test_a_release_with_an_invalid_requires_python_is_passed_over():
+    """">=3.5.*" is not PEP 440 (packaging 22+ refuses it): that release is skipped, not the project."""
+    bad = [f(x.filename, ">=3.5.*") for x in full_release("3.0")]
+    index = FakeIndex({"bin": bad + full_release("2.0")})
+    assert choose_release(index, "bin", ENVS)[0].version == "2.0"  # type: ignore[arg-type]
+
+
 def test_no_release_covering_everything_takes_the_newest_and_says_what_it_lacks():
     only_linux = [f("lx-1.0.tar.gz"), f(f"lx-1.0-{BUILD}.whl")]
     index = FakeIndex({"lx": only_linux})

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag, sys_tags
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -121,7 +121,10 @@ def candidates(index: SimpleIndex, name: str, envs: Sequence[Environment]) -> li
             continue
         sdists.sort(key=lambda f: (not f.filename.endswith(".tar.gz"), f.filename))
         rp = next((w.requires_python for w in wheels if w.requires_python), None) or sdists[0].requires_python
-        chosen, uncovered, ignored = select_wheels(wheels, envs, rp)
+        try:
+            chosen, uncovered, ignored = select_wheels(wheels, envs, rp)
+        except InvalidSpecifier:
+            continue  # e.g. an old release's ">=3.5.*": not PEP 440, so no installer can honour it either
         if not chosen:
             continue
         buildable = any(parse_wheel_filename(w.filename)[3] & build for w in chosen)
