@@ -49,7 +49,8 @@ from pathlib import Path
 import zstandard
 
 from pipeline.export.derived import DerivedCache, key_of
-from pipeline.export.ipfs import car, dagpb
+from pipeline.export.ipfs import car
+from pipeline.export.ipfs.dag import depth_first
 from pipeline.export.ipfs.multiformats import CID, DAG_PB, varint
 from pipeline.model.errors import IntegrityError, StoreError
 from pipeline.store.local import HEX64, Store, sha256_file
@@ -138,17 +139,13 @@ def plan_of(store: Store, root: CID) -> tuple[CarPlan, frozenset[str]]:
     block and checks the result is this plan, section for section."""
     offset = len(car.header([root]))
     sections: list[Section] = []
-    seen: set[bytes] = set()
-    stack = [root]
-    while stack:
-        cid = stack.pop()
-        if cid.digest in seen:
-            continue
-        seen.add(cid.digest)
-        if cid.codec == DAG_PB:
-            block = store.read_bytes(cid.hex_digest)
+
+    def node(cid: CID) -> bytes | None:
+        return store.read_bytes(cid.hex_digest) if cid.codec == DAG_PB else None
+
+    for cid, block in depth_first(root, node):
+        if block is not None:
             length = len(block)
-            stack.extend(reversed([link.cid for link in dagpb.decode(block).links]))
         else:
             try:
                 length = store.object_path(cid.hex_digest).stat().st_size
@@ -265,23 +262,19 @@ class _RunMismatch(Exception):
 def _walk(store: Store, root: CID, previous: PreviousCar | None) -> Iterator[tuple[CID, bytes | Section]]:
     """The depth-first walk of :func:`pipeline.export.snapshot.iter_blocks` (each block once, by digest),
     yielding a block already in ``previous`` as its section there, without reading it when it is raw."""
-    seen: set[bytes] = set()
-    stack = [root]
     old = previous.by_cid if previous is not None else {}
-    while stack:
-        cid = stack.pop()
-        if cid.digest in seen:
-            continue
-        seen.add(cid.digest)
+
+    def node(cid: CID) -> bytes | None:
+        # dag-pb nodes are read for their links (they are small); a raw leaf only when not copied
+        return store.read_bytes(cid.hex_digest) if cid.codec == DAG_PB or bytes(cid) not in old else None
+
+    for cid, block in depth_first(root, node):
         section = old.get(bytes(cid))
-        if cid.codec == DAG_PB:
-            block = store.read_bytes(cid.hex_digest)  # links are needed; dag-pb nodes are small
-            yield cid, section if section is not None else block
-            stack.extend(reversed([link.cid for link in dagpb.decode(block).links]))
-        elif section is not None:
+        if section is not None:
             yield cid, section
         else:
-            yield cid, store.read_bytes(cid.hex_digest)
+            assert block is not None  # read above: not in the previous CAR
+            yield cid, block
 
 
 class _ReadBack:

@@ -54,9 +54,9 @@ import zstandard
 
 from pipeline.export import carcopy
 from pipeline.export.fileimports import FileImports
-from pipeline.export.ipfs import dagpb
 from pipeline.export.ipfs.blocks import BlockSource
-from pipeline.export.ipfs.multiformats import CID, DAG_PB
+from pipeline.export.ipfs.dag import depth_first
+from pipeline.export.ipfs.multiformats import CID
 from pipeline.export.ipfs.unixfs import V0_2015, V1_2025, Entry, Importer, Tree
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.errors import IntegrityError, StoreError
@@ -280,17 +280,9 @@ def car_path(store: Store, root: CID) -> Path:
 def iter_blocks(store: BlockSource, root: CID) -> Iterator[tuple[CID, bytes]]:
     """Every block of the DAG under ``root``, depth-first, each once, read verified from the store;
     one block is held at a time (the CAR is written from this stream)."""
-    seen: set[bytes] = set()
-    stack = [root]
-    while stack:
-        cid = stack.pop()
-        if cid.digest in seen:
-            continue
-        seen.add(cid.digest)
-        block = store.read_bytes(cid.hex_digest)
+    for cid, block in depth_first(root, lambda c: store.read_bytes(c.hex_digest)):
+        assert block is not None  # every block is read here
         yield cid, block
-        if cid.codec == DAG_PB:
-            stack.extend(reversed([link.cid for link in dagpb.decode(block).links]))
 
 
 def walk(store: BlockSource, root: CID) -> list[tuple[CID, bytes]]:

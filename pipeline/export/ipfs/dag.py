@@ -10,16 +10,16 @@ https://specs.ipfs.tech/http-gateways/trustless-gateway/#car-responses-applicati
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.export.ipfs import dagpb
 from pipeline.export.ipfs.blocks import BlockSource, VerifiedBlocks
-from pipeline.export.ipfs.multiformats import CID, RAW
+from pipeline.export.ipfs.multiformats import CID, DAG_PB, RAW
 from pipeline.export.ipfs.unixfs import hamt_hash
 
-__all__ = ["LAZY_RAW", "BadRequest", "DagReader", "FileSpan", "Node", "NotFound", "Resolved"]
+__all__ = ["LAZY_RAW", "BadRequest", "DagReader", "FileSpan", "Node", "NotFound", "Resolved", "depth_first"]
 
 
 LAZY_RAW = 64 << 10  # raw blocks larger than this stay on disk until sent (sendfile)
@@ -209,3 +209,22 @@ class DagReader:
                     yield f.read(chunk.length)
             else:
                 yield chunk
+
+
+def depth_first(root: CID, node: Callable[[CID], bytes | None]) -> Iterator[tuple[CID, bytes | None]]:
+    """Each block under ``root`` once, depth-first with links in order (the CAR order, trustless
+    gateway spec ``order=dfs``), with what ``node`` gave for it. ``node`` must give every dag-pb
+    node's block (its links are followed); it may give None for a raw leaf it need not read."""
+    seen: set[bytes] = set()
+    stack = [root]
+    while stack:
+        cid = stack.pop()
+        if cid.digest in seen:
+            continue
+        seen.add(cid.digest)
+        block = node(cid)
+        yield cid, block
+        if cid.codec == DAG_PB:
+            if block is None:
+                raise ValueError(f"{cid}: a dag-pb node's block is needed to follow its links")
+            stack.extend(reversed([link.cid for link in dagpb.decode(block).links]))
