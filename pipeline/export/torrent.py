@@ -149,11 +149,17 @@ def make(directory: Path, web_seed: str) -> bytes:
             raise TorrentError(f"{directory}: libtorrent's v1 and v2 halves differ in {key.decode()!r}")
     hybrid = dict(v2)
     hybrid[b"info"] = {**v2[b"info"], b"files": v1[b"info"][b"files"], b"pieces": v1[b"info"][b"pieces"]}
-    data = bytes(lt.bencode(hybrid))
+    return _loadable(lt, hybrid, f"{directory}: ")
+
+
+def _loadable(lt: Any, torrent: dict[bytes, Any], context: str) -> bytes:
+    """``torrent`` bencoded by libtorrent, once libtorrent has loaded it back (which checks BEP 52's
+    piece layers against their roots)."""
+    data = bytes(lt.bencode(torrent))
     try:
         read(data)
     except TorrentError as e:
-        raise TorrentError(f"{directory}: {e}") from e
+        raise TorrentError(f"{context}{e}") from e
     return data
 
 
@@ -209,12 +215,7 @@ def assemble(name: str, files: Sequence[tuple[str, FileHashes]], web_seed: str) 
     hybrid = dict(v1)
     hybrid[b"info"] = {**v1[b"info"], b"file tree": tree, b"meta version": 2}
     hybrid[b"piece layers"] = layers  # libtorrent writes the key even when no file has a layer
-    data = bytes(lt.bencode(hybrid))
-    try:
-        read(data)
-    except TorrentError as e:
-        raise TorrentError(f"{name}: the torrent assembled from its files' hashes does not load: {e}") from e
-    return data
+    return _loadable(lt, hybrid, f"{name}: the torrent assembled from its files' hashes does not load: ")
 
 
 def snapshot_files(store: Store, root: CID, cache: FileHashCache, tmp: Path) -> list[tuple[str, FileHashes]]:
