@@ -20,8 +20,10 @@ import pytest
 from pipeline.export import formats, torrent
 from pipeline.export.carmake import make_car
 from pipeline.export.ipfs.multiformats import CID
+from pipeline.export.pylock import LockError
 from pipeline.export.snapshot import publish
 from pipeline.model import environments
+from pipeline.model.declaration import load
 from pipeline.realise.fetch import fetch
 from pipeline.store.local import Store
 from pipeline.wheel.facts import facts_for
@@ -306,3 +308,32 @@ def test_a_project_whose_requires_python_excludes_an_environment_is_not_locked_t
     patch = pylock.LockableWheel("soupsieve", "3.0", "soupsieve-3.0-py3-none-any.whl", "0" * 64, 1, ">=3.11.5", [],
                                  "u")
     assert not pylock.serves(patch, cp311)  # the environment is 3.11.0
+
+
+def test_a_project_left_out_of_an_environment_is_not_in_its_lock(world):
+    """A pure project whose dependency is not installable in an environment is declared
+    ``[[unsupported]]`` there (check's closure rule); that environment's lock leaves it out instead of
+    failing on the dependency (as the 456-project set's first cold run did on dateparser/regex)."""
+    dep = world.declare_tiny("tiny-dep", "1.0")
+    dep.path.write_text(dep.path.read_text().replace('requires-python = ">=3.8"', 'requires-python = ">=3.8,<3.14"'))
+    dep = load(dep.path, world.declarations)
+    app = world.declare_tiny("tiny-app", "1.0", dependencies=["tiny-dep"])
+    decls = {"tiny-app": app, "tiny-dep": dep}
+    for d in decls.values():
+        for w in d.wheels:
+            fetch(world.store, w, what=str(d.path))
+    records = {n: build_record("d" * 64, "identical", n) for n in decls}
+
+    def export(unavailable):
+        return publish(world.store, decls, records,
+                       lambda d, w: facts_for(world.store, w.sha256, w.filename).metadata or b"",
+                       log=lambda m: None, subtrees=formats.subtrees(ENVS, "http://gw.test", log=lambda m: None,
+                                                                     store=world.store, unavailable=unavailable))
+
+    with pytest.raises(LockError, match=r"tiny_dep-1.0-py3-none-any.whl \(required by tiny-app\) requires Python"):
+        export(None)
+    snap, _ = export(lambda p, env: "tiny-dep does not support 3.14" if p == "tiny-app" and env.python == "3.14"
+                     else None)
+    out = torrent.unpack(world.store, snap.root, world.root / "unpacked")
+    assert "tiny-app" not in (out / "locks" / "pylock.cp314-manylinux-x86_64.toml").read_text()
+    assert 'name = "tiny-app"' in (out / "locks" / "pylock.cp313-manylinux-x86_64.toml").read_text()

@@ -201,7 +201,8 @@ def snapshot(host: str = "127.0.0.1", port: int = 8080, require_attestations: in
                                     attestations=lambda published: published_attestations(s, published),
                                     log=lambda m: print(m, flush=True), subtrees=formats.subtrees(
                                         environments.load(environments.ENVIRONMENTS_FILE),
-                                        log=lambda m: print(m, flush=True), store=s))
+                                        log=lambda m: print(m, flush=True), store=s,
+                                        unavailable=lambda p, env: environments.unavailable(decls[p], env)))
         torrent_path, info = torrent.write(s, snap.root, formats.gateway_url())
     except snapshots.SnapshotRefused as e:
         for reason in e.reasons:

@@ -37,8 +37,14 @@ def gateway_url() -> str:
 
 def subtrees(environments: Iterable[Environment], gateway: str | None = None,
              names: conda.NameMap | None = None, log: Callable[[str], None] = print,
-             store: Store | None = None) -> Callable[[Tree, list[PublishedWheel]], Tree]:
+             store: Store | None = None,
+             unavailable: Callable[[str, Environment], str | None] | None = None,
+             ) -> Callable[[Tree, list[PublishedWheel]], Tree]:
     """The hook: ``conda/`` and ``locks/`` for a rendered snapshot tree.
+
+    ``unavailable(project, env)``: why a project is not offered in ``env`` although a wheel of it
+    would install there (its declaration's ``[[unsupported]]``, e.g. a pure project whose dependency
+    has no wheel for that environment), or None; such a project is not in that environment's lock.
 
     With the ``store`` the wheels came from, each conda package is made once per wheel content
     (:func:`pipeline.export.conda.channel`); a tree whose wheels are already imported (entries, not
@@ -69,7 +75,8 @@ def subtrees(environments: Iterable[Environment], gateway: str | None = None,
         locks: Tree = {}
         for env in envs:
             # what the environment has: a project whose Requires-Python excludes it is not offered there
-            names_here = [p for p, ws in sorted(available.items()) if any(pylock.serves(w, env) for w in ws)]
+            names_here = [p for p, ws in sorted(available.items()) if any(pylock.serves(w, env) for w in ws)
+                          and (unavailable is None or unavailable(p, env) is None)]
             locks[f"pylock.{env.name}.toml"] = pylock.lock(available, names_here, env).encode()
         log(f"locks: {len(locks)} pylock.toml files (one per supported environment)")
         return {"conda": conda.channel(channel_wheels, names, log, store), "locks": locks}
