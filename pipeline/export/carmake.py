@@ -68,7 +68,9 @@ def _previous(store: Store, root: CID, dest: Path, log: Callable[[str], None]) -
         return None
     tried = 0
     for path in found:
-        if path.resolve() == dest.resolve() or tried >= _CANDIDATES:
+        if tried >= _CANDIDATES:
+            break
+        if path.resolve() == dest.resolve():
             continue
         try:
             other = CID.parse(path.stem)  # a name that is not a CID is not a made CAR

@@ -22,12 +22,14 @@ import hashlib
 import importlib.metadata
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.export.derived import DerivedCache, key_of
+from pipeline.export.ipfs.dag import Node
+from pipeline.export.ipfs.dagpb import Link
 from pipeline.export.ipfs.gateway import DagReader
 from pipeline.export.ipfs.multiformats import CID, RAW
 from pipeline.export.torrentfiles import FileHashCache, FileHashError, FileHashes, file_hashes
@@ -60,6 +62,21 @@ def torrent_path(store: Store, root: CID) -> Path:
     return store.root / "cars" / f"{root}.torrent"
 
 
+def _entries(reader: DagReader, cid: CID, node: Node) -> Iterator[tuple[str, Link]]:
+    """A directory's entries, each name one path component that stays inside the snapshot."""
+    for name, link in reader.entries(node):
+        if not name or "/" in name or name in (".", ".."):
+            raise TorrentError(f"{cid}: a directory entry named {name!r} would leave the snapshot")
+        yield name, link
+
+
+def _write(reader: DagReader, node: Node, path: Path) -> None:
+    """A file node's bytes to ``path``, every block verified as it is read."""
+    with open(path, "wb") as f:
+        for chunk in reader.read(node, 0, reader.size(node)):
+            f.write(chunk)
+
+
 def unpack(store: Store, root: CID, dest: Path) -> Path:
     """Write the snapshot's files under ``dest/<root CID>/`` (every block verified as it is read)."""
     reader = DagReader(store)
@@ -69,14 +86,10 @@ def unpack(store: Store, root: CID, dest: Path) -> Path:
         node = reader.node(cid)
         if node.is_dir:
             here.mkdir(parents=True, exist_ok=True)
-            for name, link in reader.entries(node):
-                if not name or "/" in name or name in (".", ".."):
-                    raise TorrentError(f"{cid}: a directory entry named {name!r} would leave the snapshot")
+            for name, link in _entries(reader, cid, node):
                 walk(link.cid, here / name)
             return
-        with open(here, "wb") as f:
-            for chunk in reader.read(node, 0, reader.size(node)):
-                f.write(chunk)
+        _write(reader, node, here)
 
     walk(root, top)
     return top
@@ -227,24 +240,21 @@ def snapshot_files(store: Store, root: CID, cache: FileHashCache, tmp: Path) -> 
     reader = DagReader(store)
     out: list[tuple[str, FileHashes]] = []
 
-    def file(cid: CID, rel: str) -> None:
+    def file(cid: CID, rel: str, node: Node | None) -> None:
+        """``node``: the file's dag-pb node, already read; None for a raw leaf (not read unless hashed)."""
         hashes = cache.get(cid)
         if hashes is not None:
             try:  # a raw leaf is the whole file: its block's size, without reading it
-                length = (store.object_path(cid.hex_digest).stat().st_size if cid.codec == RAW
-                          else reader.size(reader.node(cid)))
+                length = store.object_path(cid.hex_digest).stat().st_size if node is None else reader.size(node)
             except OSError as e:
                 raise TorrentError(f"{root}/{rel}: block {cid} is not in the store: {e}") from e
             if hashes.length != length:
                 raise TorrentError(f"{cache.where(cid)}: says {hashes.length} bytes, the file {rel} has {length}")
             out.append((rel, hashes))
             return
-        node = reader.node(cid)
         scratch = tmp / "f" / "file"
         scratch.parent.mkdir(exist_ok=True)
-        with open(scratch, "wb") as f:
-            for chunk in reader.read(node, 0, reader.size(node)):
-                f.write(chunk)
+        _write(reader, node if node is not None else reader.node(cid), scratch)
         try:
             hashes = file_hashes(scratch, PIECE_LENGTH)
         except FileHashError as e:
@@ -254,19 +264,18 @@ def snapshot_files(store: Store, root: CID, cache: FileHashCache, tmp: Path) -> 
         cache.put(cid, hashes)
         out.append((rel, hashes))
 
-    def walk(cid: CID, rel: str) -> None:
-        node = reader.node(cid)
-        for name, link in reader.entries(node):
-            if not name or "/" in name or name in (".", ".."):
-                raise TorrentError(f"{cid}: a directory entry named {name!r} would leave the snapshot")
-            if link.cid.codec != RAW and reader.node(link.cid).is_dir:
-                walk(link.cid, f"{rel}{name}/")
+    def walk(cid: CID, node: Node, rel: str) -> None:
+        for name, link in _entries(reader, cid, node):
+            child = reader.node(link.cid) if link.cid.codec != RAW else None
+            if child is not None and child.is_dir:
+                walk(link.cid, child, f"{rel}{name}/")
             else:
-                file(link.cid, f"{rel}{name}")
+                file(link.cid, f"{rel}{name}", child)
 
-    if root.codec == RAW or not reader.node(root).is_dir:
+    top = reader.node(root) if root.codec != RAW else None
+    if top is None or not top.is_dir:
         raise TorrentError(f"{root}: a snapshot's root is a directory, this is a file")
-    walk(root, "")
+    walk(root, top, "")
     return out
 
 
