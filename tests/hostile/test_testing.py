@@ -74,3 +74,22 @@ def test_other_failures_and_passing_expected_failures_fail_the_run(world):
                                "pass (update known-failure.tests): test_tiny.T.test_good")
     assert record.failed_ids == ("test_tiny.T.test_bad",)
     assert not record.succeeded
+
+
+@pytest.mark.integration
+@needs_bwrap
+def test_a_namespace_portion_outside_the_wheel_is_refused(world):
+    """PEP 420 merges every portion on the path: one from the source tree (here via a declared PYTHONPATH)
+    would test the sdist's code, not the wheel's, so the run stops before the suite."""
+    files = {"tests/__init__.py": "", "tinyns/shadow/__init__.py": "X = 2\n",
+             "tests/test_tiny.py": "import unittest\nimport tinyns.inner\n\n"
+                                   "class T(unittest.TestCase):\n    def test_value(self):\n"
+                                   "        self.assertEqual(tinyns.inner.X, 1)\n"}
+    table = 'PYTHONPATH = { value = ".", reason = "puts the source tree on the path" }\n'
+    world.declare_tiny("tiny", files={"tinyns/inner/__init__.py": "X = 1\n"}, sdist_files=files,
+                       test_table="\n[test]\n" + UNITTEST + "\n[test.environment]\n" + table)
+    decls = load_all(world.declarations)
+    record = testing.run(testing.plan(decls["tiny"], decls), world.store, log=lambda m: None)
+    assert record.outcome == "error" and not record.succeeded, (record.imports, record.error)
+    assert record.imports["tinyns"].startswith("/build/") and "/tinyns" in record.imports["tinyns"]
+    assert "would not come from the installed wheel" in (record.error or "")
