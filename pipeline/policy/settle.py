@@ -218,7 +218,8 @@ class _Set:
         the dependency is missing on all of it, else one per environment."""
         d = self.decls[name]
         added: list[Deselection] = []
-        for (dep, why), where in sorted(groups.items()):
+        order = {e.name: i for i, e in enumerate(self.envs)}
+        for (dep, why), where in sorted(groups.items(), key=lambda g: min(order[n] for n in g[1])):
             why = why.split(" (", 1)[0] if why.startswith("needs ") else why   # one level of "needs …", not a chain
             chosen = set(where)
             targets: list[str] = []
