@@ -37,8 +37,9 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     meta += [f"Provides-Extra: {e}" for e in spec.get("extras", [])]
     meta += [f"Requires-Dist: {d}" for d in spec.get("dependencies", [])]
     files[f"{dist}.dist-info/METADATA"] = "\n".join(meta) + "\n"
+    tag = spec.get("tag", "py3-none-any")   # e.g. py3-none-manylinux_2_17_x86_64: a wheel for one platform
     files[f"{dist}.dist-info/WHEEL"] = (
-        "Wheel-Version: 1.0\nGenerator: tinybackend 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        f"Wheel-Version: 1.0\nGenerator: tinybackend 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n")
     record = []
     for arcname, text in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
@@ -46,7 +47,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     record.append(f"{dist}.dist-info/RECORD,,")
     files[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
     when = time.gmtime(int(os.environ.get("SOURCE_DATE_EPOCH", "315532800")))[:6]
-    filename = f"{dist}-py3-none-any.whl"
+    filename = f"{dist}-{tag}.whl"
     with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w", zipfile.ZIP_DEFLATED) as zf:
         for arcname, text in files.items():
             info = zipfile.ZipInfo(arcname, date_time=when)

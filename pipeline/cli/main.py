@@ -15,19 +15,29 @@ def _declare(args: argparse.Namespace) -> int:
     from pipeline.realise.index import SimpleIndex
 
     if args.with_deps or args.with_test_deps:
-        from pipeline.realise.closure import declare_closure
+        from pipeline.policy.settle import declare_with_deps
 
-        report = declare_closure(args.specs, index=SimpleIndex(args.index_url),
-                                 with_test_deps=args.with_test_deps)
+        report = declare_with_deps(args.specs, index=SimpleIndex(args.index_url),
+                                   with_test_deps=args.with_test_deps)
         print(f"declare: {len(report.declared)} declared, {len(report.present)} already in the set, "
               f"{len(report.failed)} not declarable")
         for name, version in sorted(report.declared.items()):
             print(f"  declared  {name} {version}")
+        for name, entries in sorted(report.unsupported.items()):
+            for entry in entries:
+                print(f"  unsupported  {name} {entry}")
+        for name, changes in sorted(report.extras.items()):
+            for change in changes:
+                print(f"  extra  {name} {change}")
         for line in report.conflicts:
             print(f"  conflict  {line}")
         for name, why in sorted(report.failed.items()):
             print(f"  not declared  {name}: {why}")
-        return 1 if report.failed or report.conflicts else 0
+        for line in report.check:
+            print(f"  check fails  {line}")
+        if not report.check:
+            print("check: its rules hold on what was declared and settled")
+        return 1 if report.failed or report.conflicts or report.check else 0
     for spec in args.specs:
         declare(spec, index=SimpleIndex(args.index_url))
     return 0

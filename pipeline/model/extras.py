@@ -28,7 +28,8 @@ from pipeline.model.environments import Environment, admits, unavailable
 from pipeline.model.requirements import Req, parse_requirement, satisfied_by
 
 __all__ = ["ExtraChoice", "Member", "PreviousChoice", "Unmet", "added_by", "choice_comment", "is_valid_extra",
-           "keep_choice", "member_of", "previous_choice", "propose", "requirement_satisfied", "satisfied", "unmet"]
+           "keep_choice", "member_of", "previous_choice", "propose", "requirement_satisfied", "satisfied", "summarise",
+           "unmet", "written_choices"]
 
 NOT_OFFERED = "not offered"   # an automatic choice: re-evaluated every time `declare` runs
 WITHHELD = "withheld"         # a reviewer's choice: kept as written
@@ -161,7 +162,7 @@ class ExtraChoice:
     note: str | None = None      # for the log: e.g. an offered extra kept although its closure is not met
 
 
-def _summary(problems: Sequence[Unmet], limit: int = 5) -> str:
+def summarise(problems: Sequence[Unmet], limit: int = 5) -> str:
     """One line: the projects missing from the set, then the other reasons."""
     missing = sorted({u.target for u in problems if u.missing})
     others = list(dict.fromkeys(u.message.split(": ", 1)[1] for u in problems if not u.missing))
@@ -197,7 +198,7 @@ def propose(name: str, version: str, provides: Iterable[str], dependencies: Sequ
         for extra in sorted(offered):
             problems = [u for env in envs if env.name not in gaps for u in unmet(pool, own, extra, env)]
             if problems:
-                withdrawn[extra] = _summary(problems)
+                withdrawn[extra] = summarise(problems)
         if not withdrawn:
             break
         offered -= withdrawn.keys()
@@ -223,6 +224,20 @@ def previous_choice(decl: Declaration, extras_source: str) -> PreviousChoice:
         if m and m.group("kind") == WITHHELD:
             withheld[canonicalize_name(m.group("name"))] = m.group("reason")
     return PreviousChoice(frozenset(canonicalize_name(e) for e in decl.extras), withheld)
+
+
+def written_choices(decl: Declaration, extras_source: str) -> list[ExtraChoice]:
+    """Every extra a declaration's ``extras`` array records, in order: the offered names, then its comment
+    lines (``# "NAME": not offered: REASON``, ``declare``'s own, and ``# "NAME": withheld: REASON``, a
+    reviewer's), so an edit of the array (``declare --with-deps`` settling the set) can rewrite it whole."""
+    out = [ExtraChoice(canonicalize_name(e), True) for e in decl.extras]
+    seen = {c.name for c in out}
+    for line in extras_source.splitlines():
+        m = _COMMENT.match(line)
+        if m and (name := canonicalize_name(m.group("name"))) not in seen:
+            seen.add(name)
+            out.append(ExtraChoice(name, False, m.group("reason"), reviewed=m.group("kind") == WITHHELD))
+    return out
 
 
 def keep_choice(proposal: Sequence[ExtraChoice], previous: PreviousChoice | None) -> list[ExtraChoice]:

@@ -2,19 +2,24 @@
 
 Breadth first from the names given: each project's base requirements (``Requires-Dist`` without an
 ``extra``, PEP 508 markers evaluated in each supported environment its ``Requires-Python`` admits,
-``packaging.markers``) and, with ``with_test_deps``, its ``[test] requires``, are declared in turn,
+``packaging.markers``), those the extras its dependents ask for add (``markdown-it-py[linkify]`` walks
+``linkify-it-py``) and, with ``with_test_deps``, its ``[test] requires``, are declared in turn,
 unless the set already has them. The release of each is chosen by
 :func:`pipeline.realise.choose.choose_release` within what the set's dependents require of it; when
 declaring a release fails (its build requirements do not resolve, its backend cannot be asked), the
 next older one is tried, and each fallback is one line. What cannot be declared is listed with its
 reason at the end; nothing is half-written (``declare`` writes a file only once it validates).
+
+This module only walks and declares; :func:`pipeline.policy.settle.declare_with_deps` then runs
+``check``'s rules over the result and settles it (``[[unsupported]]`` propagated, extras enabled or
+withdrawn, what still fails removed), so what it leaves passes ``check``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,15 +28,14 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from pipeline.model.declaration import DECLARATIONS_DIR, Declaration, load, load_all, parse, path_for
+from pipeline.model.declaration import DECLARATIONS_DIR, Declaration, load, load_all, path_for
 from pipeline.model.environments import Environment, admits
-from pipeline.model.errors import DeclarationError, Problem, WheelproofError
+from pipeline.model.errors import WheelproofError
 from pipeline.realise.choose import choose_release
 from pipeline.realise.index import SimpleIndex
 from pipeline.store.local import Store
 
-__all__ = ["ATTEMPTS", "LEFT_OUT", "ClosureReport", "declare_closure", "left_out_reason", "prune",
-           "requirements_of", "settle_extras"]
+__all__ = ["ATTEMPTS", "LEFT_OUT", "ClosureReport", "declare_closure", "left_out_reason", "requirements_of"]
 
 # Releases tried per project before it is listed as not declarable.
 ATTEMPTS = 3
@@ -56,18 +60,25 @@ class ClosureReport:
     present: list[str] = field(default_factory=list)              # already in the set, left alone
     failed: dict[str, str] = field(default_factory=dict)          # name -> reason
     conflicts: list[str] = field(default_factory=list)            # a set member a dependent's specifier excludes
+    # filled by pipeline.policy.settle once check's rules have run over the result:
+    unsupported: dict[str, list[str]] = field(default_factory=dict)   # name -> "TARGET: reason" entries added
+    extras: dict[str, list[str]] = field(default_factory=dict)        # name -> "+extra" enabled, "-extra" withdrawn
+    check: list[str] = field(default_factory=list)                    # check failures left on what it touched
 
 
-def requirements_of(decl: Declaration, envs: Sequence[Environment], with_test_deps: bool = False) -> list[Requirement]:
-    """The requirements ``decl`` needs in at least one supported environment it is installed in (no extras)."""
+def requirements_of(decl: Declaration, envs: Sequence[Environment], with_test_deps: bool = False,
+                    extras: Collection[str] = ()) -> list[Requirement]:
+    """The requirements ``decl`` needs in at least one supported environment it is installed in: its base
+    requirements and those the ``extras`` a dependent asks for (``markdown-it-py[linkify]``) add."""
     texts: list[str] = list(decl.dependencies)
     if with_test_deps and decl.test is not None:
         texts += list(decl.test.requires)
     admitted = [e for e in envs if admits(decl.requires_python, e)]
+    wanted = ("", *sorted(canonicalize_name(x) for x in extras))
     out = []
     for text in texts:
         r = Requirement(text)
-        if r.marker is None or any(_holds(r.marker, e) for e in admitted):
+        if r.marker is None or any(_holds(r.marker, e, x) for e in admitted for x in wanted):
             out.append(r)
     return out
 
@@ -80,34 +91,6 @@ def left_out_reason(name: str) -> str | None:
     return None
 
 
-def prune(report: ClosureReport, root: Path, envs: Sequence[Environment], with_test_deps: bool,
-          new: set[str], log: Callable[[str], None]) -> None:
-    """Remove what this walk declared whose closure cannot be met (a requirement not declarable, or one the
-    set's single version of it does not satisfy), so the set stays closed; each removal is listed with why."""
-    while True:
-        have = load_all(root)
-        removed = False
-        for n in sorted(set(report.declared) & new):
-            decl = have.get(n)
-            if decl is None:
-                continue
-            reqs = requirements_of(decl, envs, with_test_deps)
-            gone = sorted({canonicalize_name(r.name) for r in reqs} - set(have))
-            clash = sorted({f"{r.name}{r.specifier} (the set has {have[c].version})" for r in reqs
-                            if (c := canonicalize_name(r.name)) in have
-                            and not r.specifier.contains(have[c].version, prereleases=True)})
-            if gone or clash:
-                decl.path.unlink()
-                del report.declared[n]
-                report.failed[n] = "; ".join(
-                    ([f"requires {', '.join(gone)}, which could not be declared"] if gone else [])
-                    + ([f"requires {', '.join(clash)}: the set is singly versioned"] if clash else []))
-                log(f"{n}: removed again: {report.failed[n]}")
-                removed = True
-        if not removed:
-            return
-
-
 def _one_line(e: Exception) -> str:
     """The error in one line: its first line, and its last when the first only introduces the detail."""
     text = f"{'' if isinstance(e, WheelproofError) else type(e).__name__ + ': '}{e}".strip()
@@ -117,53 +100,8 @@ def _one_line(e: Exception) -> str:
     return f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
-def settle_extras(root: Path, envs: Sequence[Environment], names: Sequence[str], log: Callable[[str], None]) -> None:
-    """Withdraw the extras offered (while the walk was under way, counting projects about to be declared)
-    whose closure the final set does not meet; each becomes a ``not offered`` comment with the reason."""
-    import tomlkit
-
-    from pipeline.model.extras import ExtraChoice, choice_comment, member_of, propose
-    from pipeline.store.local import atomic_write
-
-    changed = True
-    while changed:  # withdrawing one project's extra can unmeet another's
-        changed = False
-        decls = load_all(root)
-        members = {n: member_of(d, envs) for n, d in decls.items()}
-        for n in names:
-            d = decls.get(n)
-            if d is None or not d.extras:
-                continue
-            others = {k: v for k, v in members.items() if k != n}
-            proposal = propose(d.name, d.version, d.extras, d.dependencies, d.requires_python, others, envs)
-            withdrawn = [c for c in proposal if not c.offered]
-            if not withdrawn:
-                continue
-            doc = tomlkit.parse(d.path.read_text(encoding="utf-8"))
-            arr = doc["extras"]
-            old = arr.as_string()
-            new = tomlkit.array()
-            for c in proposal:
-                if c.offered:
-                    new.add_line(c.name)
-            for line in old.splitlines():
-                if line.strip().startswith("#"):
-                    new.add_line(comment=line.strip()[1:].strip())
-            for c in withdrawn:
-                new.add_line(comment=choice_comment(ExtraChoice(c.name, False, c.reason)))
-                log(f"{n} {d.version}: extra {c.name!r} no longer offered: {c.reason}")
-            new.add_line(indent="")
-            doc["extras"] = new
-            text = tomlkit.dumps(doc)
-            problems: list[Problem] = []
-            if parse(d.path, text, problems, root) is None or problems:
-                raise DeclarationError(problems or [Problem(d.path, None, "extras", "the edited text does not load")])
-            atomic_write(d.path, text.encode())
-            changed = True
-
-
-def _holds(marker: Marker, env: Environment) -> bool:
-    return marker.evaluate({**env.markers, "extra": ""})
+def _holds(marker: Marker, env: Environment, extra: str = "") -> bool:
+    return marker.evaluate({**env.markers, "extra": extra})
 
 
 def declare_closure(names: Iterable[str], *, index: SimpleIndex, store: Store | None = None,
@@ -186,6 +124,9 @@ def declare_closure(names: Iterable[str], *, index: SimpleIndex, store: Store | 
         wanted[n] = r.specifier
         queue.append(n)
     seen: set[str] = set()
+    walked: dict[str, Declaration] = {}        # what the walk has read (declared or already in the set)
+    asked: dict[str, set[str]] = {}            # the extras dependents ask of each project
+    followed: dict[str, set[str]] = {}         # the extras whose requirements were walked
     while queue:
         n = queue.popleft()
         if n in seen:
@@ -208,15 +149,21 @@ def declare_closure(names: Iterable[str], *, index: SimpleIndex, store: Store | 
             if made is None:
                 continue
             decl = made
-        for r in requirements_of(decl, envs, with_test_deps):
-            dep = canonicalize_name(r.name)
-            if r.specifier:
-                wanted[dep] = SpecifierSet(str(wanted.get(dep, SpecifierSet())) + "," + str(r.specifier)
-                                           if wanted.get(dep) else str(r.specifier))
-            if dep not in seen:
-                queue.append(dep)
-    prune(report, root, envs, with_test_deps, set(report.declared) - set(have), log)
-    settle_extras(root, envs, sorted(report.declared), log)
+        walked[n] = decl
+        follow = [n]
+        while follow:  # a dependent asking a walked project for an extra has its requirements walked too
+            m = follow.pop()
+            followed[m] = set(asked.get(m, ()))
+            for r in requirements_of(walked[m], envs, with_test_deps, followed[m]):
+                dep = canonicalize_name(r.name)
+                if r.specifier:
+                    wanted[dep] = SpecifierSet(str(wanted.get(dep, SpecifierSet())) + "," + str(r.specifier)
+                                               if wanted.get(dep) else str(r.specifier))
+                asked.setdefault(dep, set()).update(canonicalize_name(x) for x in r.extras)
+                if dep not in seen:
+                    queue.append(dep)
+                elif dep in walked and asked[dep] - followed[dep]:
+                    follow.append(dep)
     return report
 
 
