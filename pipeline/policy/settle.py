@@ -34,7 +34,7 @@ from pathlib import Path
 import tomlkit
 from packaging.utils import canonicalize_name
 
-from pipeline.model.declaration import DECLARATIONS_DIR, Declaration, Deselection, load_all, parse
+from pipeline.model.declaration import DECLARATIONS_DIR, Artifact, Declaration, Deselection, load_all, parse
 from pipeline.model.environments import Environment, unavailable
 from pipeline.model.errors import DeclarationError, Problem, WheelproofError
 from pipeline.model.extras import ExtraChoice, member_of, summarise, unmet, written_choices
@@ -42,8 +42,10 @@ from pipeline.model.requirements import parse_requirement, satisfied_by
 from pipeline.policy.check import FactsFor, Failure, run_rules
 from pipeline.realise.closure import ClosureReport, declare_closure
 from pipeline.realise.declare import extras_array, supported_environments
+from pipeline.realise.fetch import fetch
 from pipeline.realise.index import SimpleIndex
 from pipeline.store.local import Store, atomic_write
+from pipeline.wheel.facts import WheelFacts, facts_for
 
 __all__ = ["MAX_ROUNDS", "Settlement", "declare_with_deps", "settle", "why_not"]
 
@@ -278,7 +280,7 @@ def settle(root: Path, new: Collection[str], *, envs: Sequence[Environment], fac
     state.touched &= set(state.decls)
     removed_paths = {n: state.decls[n].path for n in state.new}
 
-    def facts_of_new(d: Declaration, w):  # type: ignore[no-untyped-def]
+    def facts_of_new(d: Declaration, w: Artifact) -> WheelFacts | None:
         return facts(d, w) if d.canonical_name in state.new else None
 
     for _round in range(MAX_ROUNDS):
@@ -302,14 +304,11 @@ def declare_with_deps(names: Sequence[str], *, index: SimpleIndex, store: Store 
     """``declare NAME... --with-deps``: the walk, then :func:`settle`; the report lists what was declared,
     the ``[[unsupported]]`` entries and extras settling changed, what is not declarable (with the rule's
     message) and what ``check``'s rules still find on what the walk touched (empty when settled)."""
-    from pipeline.realise.fetch import fetch
-    from pipeline.wheel.facts import facts_for
-
     store = store or Store()
     before = set(load_all(root))
     report = declare_closure(names, index=index, store=store, root=root, with_test_deps=with_test_deps, log=log)
 
-    def facts(decl: Declaration, wheel):  # type: ignore[no-untyped-def]
+    def facts(decl: Declaration, wheel: Artifact) -> WheelFacts:
         fetch(store, wheel, what=f"{decl.path} (wheels)", log=log)   # declare fetched them: a verified no-op
         return facts_for(store, wheel.sha256, wheel.filename)
 
