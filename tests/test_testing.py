@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.model.declaration import load_all
+from pipeline.model.errors import WheelproofError
 from pipeline.realise import testing
 from pipeline.realise.rebuild import load_record
 
@@ -124,3 +125,16 @@ def test_declared_test_source_when_the_sdist_has_none(world):
     record = testing.run(p, world.store, log=lambda m: None)
     assert record.outcome == "passed" and (record.passed, record.skipped) == (2, 1), record
 
+
+
+def test_a_suite_whose_project_excludes_the_test_python_is_refused_at_planning(world):
+    """The env maker installs wheels without pip's Requires-Python check: a project that excludes the suite's
+    interpreter would install and then fail on import (deprecated 3.0.1, >=3.12, on cp311)."""
+    world.declare_tiny("tiny", sdist_files={"tests/__init__.py": "", "tests/test_tiny.py": "import tiny\n"},
+                       test_table="\n[test]\n" + UNITTEST)
+    path = world.declarations / "ti" / "tiny.toml"
+    path.write_text(path.read_text().replace('requires-python = ">=3.8"', 'requires-python = ">=3.99"'))
+    decls = load_all(world.declarations)
+    with pytest.raises(WheelproofError, match=r"tiny\.toml: requires-python '>=3\.99': tiny cannot be installed "
+                                              r"on cp311-manylinux-x86_64 \(Python 3\.11\), where suites run"):
+        testing.plan(decls["tiny"], decls)

@@ -22,8 +22,10 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from pipeline.model import environments
 from pipeline.model.declaration import Artifact, Declaration
 from pipeline.model.derivation import builder_digest, canonical_json
+from pipeline.model.environments import Environment
 from pipeline.model.errors import WheelproofError
 from pipeline.model.records import TEST_KIND, LogRef, TestRecord, encode
 from pipeline.model.target import build_target, target_file
@@ -72,15 +74,18 @@ def runtime_closure(decl: Declaration, decls: Mapping[str, Declaration],
     return sorted(out.values(), key=lambda d: d.canonical_name)
 
 
-def target_markers() -> dict[str, str]:
-    """The PEP 508 marker environment of the declared build target (not of this interpreter)."""
-    from pipeline.model import environments
-
+def target_environment() -> Environment:
+    """The supported environment the declared build target is (suites run there, not on this interpreter)."""
     target = build_target()
     for env in environments.load(target_file()):
         if env.name == target.name:
-            return dict(env.markers)
+            return env
     raise WheelproofError(f"{target_file()}: [build] target {target.name} is not a supported environment")
+
+
+def target_markers() -> dict[str, str]:
+    """The PEP 508 marker environment of the declared build target (not of this interpreter)."""
+    return dict(target_environment().markers)
 
 
 def _find(requirement: str, decls: Mapping[str, Declaration], by: Declaration) -> Declaration:
@@ -125,6 +130,12 @@ def plan(decl: Declaration, decls: Mapping[str, Declaration]) -> TestPlan:
     if decl.test is None:
         raise WheelproofError(f"{decl.path}: no [test] table")
     closure = runtime_closure(decl, decls, decl.test.requires)
+    env = target_environment()
+    for d in closure:  # pip would refuse these; our env maker would install them and the import fail later
+        if not environments.admits(d.requires_python, env):
+            needed = "" if d is decl else f", which the [test] of {decl.name} needs,"
+            raise WheelproofError(f"{d.path}: requires-python {d.requires_python!r}: {d.name}{needed} cannot be "
+                                  f"installed on {env.name} (Python {env.python}), where suites run")
     wheels = [_published(decl)] + [_published(d) for d in closure if d is not decl] + list(decl.test.inputs)
     return TestPlan(decl, tuple(wheels), decl.test.source or decl.sdist)
 
