@@ -49,18 +49,27 @@ def junit_counts(path: Path) -> dict[str, float]:
 
 
 UNITTEST_FAILURE = re.compile(r"^(?:FAIL|ERROR): \S+ \(([^)]+)\)")
+# ECMA-48 SGR sequences: a project's config may force colour (`addopts = "--color=yes"`, FORCE_COLOR).
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+SUMMARY = "short test summary info"
 
 
 def failed_ids(output: str, pytest: bool) -> list[str]:
     """Failing test ids: pytest's short summary (``-rfE``: ``FAILED id - message``, ``ERROR id``), or
-    unittest's ``FAIL: test_x (package.module.Class.test_x)`` headings (the dotted name)."""
+    unittest's ``FAIL: test_x (package.module.Class.test_x)`` headings (the dotted name).
+
+    Only the last pytest summary counts: a suite that tests pytest plugins runs pytest inside its tests
+    (pytester), and their summaries are printed earlier, inside the outer run's failure reports."""
+    text = COLOUR.sub("", output)
     ids = set()
-    for line in output.splitlines():
-        for kind in ("FAILED ", "ERROR ") if pytest else ():
-            if line.startswith(kind):
-                ids.add(line[len(kind):].split(" - ", 1)[0].strip())
-        if not pytest and (m := UNITTEST_FAILURE.match(line)):
-            ids.add(m.group(1))
+    if pytest:
+        start = text.rfind(SUMMARY)
+        for line in text[start:].splitlines() if start >= 0 else ():
+            for kind in ("FAILED ", "ERROR "):
+                if line.startswith(kind):
+                    ids.add(line[len(kind):].split(" - ", 1)[0].strip())
+    else:
+        ids = {m.group(1) for line in text.splitlines() if (m := UNITTEST_FAILURE.match(line))}
     return sorted(ids)
 
 
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             command = [env.python, "-P", *command[1:]]
         is_pytest = command[-1] == "pytest" or "pytest" in command[1:4]
         if is_pytest:
-            command += ["-p", "no:cacheprovider", "--import-mode=importlib", "-rfE",
+            command += ["-p", "no:cacheprovider", "--import-mode=importlib", "-rfE", "--color=no",
                         f"--junitxml={out / 'junit.xml'}"]
             command += [f"--deselect={d}" for d in spec["deselect"]] + [f"--ignore={i}" for i in spec["ignore"]]
         os.environ["PATH"] = f"{env.scripts}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
