@@ -32,7 +32,7 @@ def reasons(logs: list[Path]) -> dict[str, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--top-file", default=str(REPO.parent.parent / "shared" / "data" / "top-pypi.tsv"))
+    ap.add_argument("--top-file", default=str(REPO.parent / "shared" / "data" / "top-pypi.tsv"))
     ap.add_argument("--top", type=int, default=300)
     ap.add_argument("--log", action="append", default=[], help="output of a `declare --with-deps` run")
     ap.add_argument("--output", default=str(REPO / "docs" / "coverage.md"))
