@@ -90,3 +90,47 @@ def test_declare_reads_the_bounds_from_the_archives_for_setuptools_wheels_only(t
     assert {b.requirement for b in found} == {"setuptools<57"}
     assert setuptools_bounds("flit 3.9.0", ["flit_core"], wheel, sdist, sdist.name) == []
     assert setuptools_bounds("bdist_wheel (0.37.1)", ["hatchling"], wheel, sdist, sdist.name) == []
+
+
+def test_build_inputs_step_down_one_line_each_and_drop_the_date_last(monkeypatch):
+    """verboselogs 1.7 (2017): nothing uploaded before it satisfies its backend's default setuptools>=40.8.0,
+    so the pin and the bound are kept and only the date goes; each step down is one line."""
+    from pipeline.realise import declare
+    from pipeline.wheel.setuptools_era import SetuptoolsBound
+
+    seen: list[tuple[tuple[str, ...], str | None]] = []
+
+    def resolve(requirements, index, before):
+        seen.append((tuple(requirements), before))
+        if before is not None:
+            raise declare.IndexError_(f"cannot resolve build requirements {requirements}: ERROR: No matching "
+                                      "distribution found for setuptools>=40.8.0")
+        return [f"resolved {requirements}"]
+
+    monkeypatch.setattr(declare, "resolve", resolve)
+    lines: list[str] = []
+    bound = SetuptoolsBound("57", "PKG-INFO carries a Description header")
+    resolved, pin, bounds, before = declare.resolve_build_inputs(
+        ["setuptools>=40.8.0"], ["wheel==0.29.0"], [bound], index=None, before="2017-08-07T19:46:15Z",
+        log=lines.append)
+    assert seen == [(("setuptools>=40.8.0", "wheel==0.29.0", "setuptools<57"), "2017-08-07T19:46:15Z"),
+                    (("setuptools>=40.8.0", "wheel==0.29.0"), "2017-08-07T19:46:15Z"),
+                    (("setuptools>=40.8.0",), "2017-08-07T19:46:15Z"),
+                    (("setuptools>=40.8.0", "wheel==0.29.0", "setuptools<57"), None)]
+    assert (pin, bounds, before) == (["wheel==0.29.0"], [bound], None)
+    assert resolved == ["resolved ['setuptools>=40.8.0', 'wheel==0.29.0', 'setuptools<57']"]
+    assert [line.rsplit("; ", 1)[1] for line in lines] == [
+        "resolving without the setuptools bound", "resolving without the generator pin",
+        "resolving with the newest releases, not those as of 2017-08-07T19:46:15Z"]
+    assert all("\n" not in line and "from versions" not in line for line in lines)
+    assert "inputs as of" not in declare.bounds_comment(bounds, dated=False)
+    assert declare.bounds_comment(bounds, dated=False).startswith("inputs: the newest setuptools with setuptools<57")
+
+
+def test_pip_reason_is_one_line_without_the_version_list():
+    from pipeline.realise.declare import pip_reason
+
+    stderr = ("ERROR: Could not find a version that satisfies the requirement setuptools>=40.8.0 (from versions: "
+              "0.9.8, 1.1.6, 36.2.7)\nERROR: No matching distribution found for setuptools>=40.8.0\n")
+    assert pip_reason(stderr) == "ERROR: No matching distribution found for setuptools>=40.8.0"
+    assert pip_reason("") == "pip gave no reason"

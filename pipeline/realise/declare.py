@@ -187,9 +187,9 @@ def setuptools_bounds(generator: str | None, requires: list[str], wheel: Path, s
     return tightest(infer_setuptools_bounds(read_metadata_evidence(wheel, sdist, sdist_filename)))
 
 
-def bounds_comment(bounds: list[SetuptoolsBound]) -> str:
+def bounds_comment(bounds: list[SetuptoolsBound], dated: bool = True) -> str:
     """The one comment line explaining a setuptools bound in the declaration."""
-    return (f"inputs: the newest setuptools as of the upload with {bounds[0].requirement}: "
+    return (f"inputs: the newest setuptools{' as of the upload' if dated else ''} with {bounds[0].requirement}: "
             + "; ".join(b.reason for b in bounds))
 
 
@@ -198,6 +198,42 @@ class Resolved:
     name: str
     version: str
     artifact: Artifact
+
+
+def pip_reason(stderr: str) -> str:
+    """pip's last error line, without the list of every version it saw: each fallback is one line."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("ERROR:")] or lines[-1:] or ["pip gave no reason"]
+    return re.sub(r" \(from versions: [^)]*\)", "", errors[-1])
+
+
+def resolve_build_inputs(requires: list[str], pin: list[str], bounds: list[SetuptoolsBound], index: SimpleIndex,
+                         before: str | None, log: Callable[[str], None]
+                         ) -> tuple[list[Resolved], list[str], list[SetuptoolsBound], str | None]:
+    """Resolve the build requirements as close to upstream's build as the index allows: with the generator
+    pin and the setuptools bound, as of upstream's upload; then without the bound, then without the pin;
+    then the same again without the date (a 2017 upload whose backend defaults to ``setuptools>=40.8.0``,
+    released in 2019). Each step down is one line; returns what resolved and the pin, bounds and date used."""
+    ladder = [(pin, bounds, before)]
+    if bounds:
+        ladder.append((pin, [], before))
+    if pin:
+        ladder.append(([], [], before))
+    if before is not None:
+        ladder += [(p, b, None) for p, b, _ in ladder]
+    for step, (p, b, when) in enumerate(ladder):
+        requirements = requires + p + list(dict.fromkeys(x.requirement for x in b))
+        try:
+            return resolve(requirements, index, when), p, b, when
+        except IndexError_ as e:
+            if step == len(ladder) - 1:
+                raise
+            np, nb, nwhen = ladder[step + 1]
+            change = ("without the setuptools bound" if nb != b and np == p else
+                      "without the generator pin" if np != p and nwhen == when else
+                      f"with the newest releases, not those as of {when}")
+            log(f"note: {e}{f' as of {when}' if when else ''}; resolving {change}")
+    raise AssertionError("unreachable: the ladder is never empty")
 
 
 def resolve(requirements: list[str], index: SimpleIndex, before: str | None) -> list[Resolved]:
@@ -212,7 +248,7 @@ def resolve(requirements: list[str], index: SimpleIndex, before: str | None) -> 
             cmd += ["--uploaded-prior-to", before]
         proc = subprocess.run(cmd + requirements, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise IndexError_(f"cannot resolve build requirements {requirements}:\n{proc.stderr.strip()}")
+            raise IndexError_(f"cannot resolve build requirements {requirements}: {pip_reason(proc.stderr)}")
         doc = json.loads(report.read_text())
     out = []
     for item in doc["install"]:
@@ -376,25 +412,11 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
                                store.verified_path(sdist.sha256), sdist.filename)
     for b in bounds:
         log(f"{name} {version}: {b.requirement}: {b.reason}")
-    pin = constraints
-    constraints = pin + list(dict.fromkeys(b.requirement for b in bounds))
     choices = choose_extras(name, version, facts, root, existing, will_declare, log)
     log(f"{name} {version}: backend {build_system['build-backend']}, generator {facts.generator!r}, "
-        f"resolving {requires + constraints} as of {before}")
-    try:
-        resolved = resolve(requires + constraints, index, before)
-    except IndexError_ as e:
-        failed: IndexError_ | None = e
-        if bounds:
-            log(f"note: the setuptools bound failed ({e}); resolving without it")
-            bounds, constraints = [], pin
-            try:
-                resolved, failed = resolve(requires + constraints, index, before), None
-            except IndexError_ as e2:
-                failed = e2
-        if failed is not None:
-            log(f"note: pinning the generator failed ({failed}); resolving without the pin")
-            resolved = resolve(requires, index, before)
+        f"resolving {requires + constraints + list(dict.fromkeys(b.requirement for b in bounds))} as of {before}")
+    resolved, pin, bounds, before = resolve_build_inputs(requires, constraints, bounds, index, before, log)
+    constraints = pin + list(dict.fromkeys(b.requirement for b in bounds))
     conditions = infer_from_archives(store.verified_path(upstream.sha256), store.verified_path(sdist.sha256),
                                      sdist.filename, facts.generator)
     log(f"{name} {version}: build conditions {conditions.describe() or 'none'} (inferred from the upstream wheel "
@@ -442,7 +464,7 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
     else:
         raise WheelproofError(f"{what}: dynamic build requirements did not settle: {missing}")
     write(decl, existing_path=path if path.exists() else None, resolved_before=before, extras=choices,
-          inputs_note=bounds_comment(bounds) if bounds else None)
+          inputs_note=bounds_comment(bounds, dated=before is not None) if bounds else None)
     log(f"wrote {path}")
     return path
 
