@@ -15,7 +15,7 @@ extras whose closure is in the set (:func:`propose`) and, on regeneration, keeps
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -214,15 +214,18 @@ class PreviousChoice:
     withheld: Mapping[str, str] = field(default_factory=dict)   # name -> the reviewer's reason
 
 
+def _recorded(extras_source: str) -> Iterator[tuple[str, str, str]]:
+    """(name, kind, reason) of each ``# "NAME": not offered|withheld: REASON`` line of an ``extras`` array."""
+    for line in extras_source.splitlines():
+        if m := _COMMENT.match(line):
+            yield canonicalize_name(m.group("name")), m.group("kind"), m.group("reason")
+
+
 def previous_choice(decl: Declaration, extras_source: str) -> PreviousChoice:
     """Read the choice from a declaration and the source text of its ``extras`` array, whose
     comment lines ``# "NAME": withheld: REASON`` record a reviewer's decision (``# "NAME": not offered:
     …`` lines are ``declare``'s own, re-evaluated each time)."""
-    withheld: dict[str, str] = {}
-    for line in extras_source.splitlines():
-        m = _COMMENT.match(line)
-        if m and m.group("kind") == WITHHELD:
-            withheld[canonicalize_name(m.group("name"))] = m.group("reason")
+    withheld = {name: reason for name, kind, reason in _recorded(extras_source) if kind == WITHHELD}
     return PreviousChoice(frozenset(canonicalize_name(e) for e in decl.extras), withheld)
 
 
@@ -232,11 +235,10 @@ def written_choices(decl: Declaration, extras_source: str) -> list[ExtraChoice]:
     reviewer's), so an edit of the array (``declare --with-deps`` settling the set) can rewrite it whole."""
     out = [ExtraChoice(canonicalize_name(e), True) for e in decl.extras]
     seen = {c.name for c in out}
-    for line in extras_source.splitlines():
-        m = _COMMENT.match(line)
-        if m and (name := canonicalize_name(m.group("name"))) not in seen:
+    for name, kind, reason in _recorded(extras_source):
+        if name not in seen:
             seen.add(name)
-            out.append(ExtraChoice(name, False, m.group("reason"), reviewed=m.group("kind") == WITHHELD))
+            out.append(ExtraChoice(name, False, reason, reviewed=kind == WITHHELD))
     return out
 
 

@@ -207,6 +207,11 @@ def pip_reason(stderr: str) -> str:
     return re.sub(r" \(from versions: [^)]*\)", "", errors[-1])
 
 
+def build_constraints(pin: list[str], bounds: list[SetuptoolsBound]) -> list[str]:
+    """What the build requirements are resolved with: the generator pin, then each setuptools bound once."""
+    return pin + list(dict.fromkeys(b.requirement for b in bounds))
+
+
 def resolve_build_inputs(requires: list[str], pin: list[str], bounds: list[SetuptoolsBound], index: SimpleIndex,
                          before: str | None, log: Callable[[str], None]
                          ) -> tuple[list[Resolved], list[str], list[SetuptoolsBound], str | None]:
@@ -222,7 +227,7 @@ def resolve_build_inputs(requires: list[str], pin: list[str], bounds: list[Setup
     if before is not None:
         ladder += [(p, b, None) for p, b, _ in ladder]
     for step, (p, b, when) in enumerate(ladder):
-        requirements = requires + p + list(dict.fromkeys(x.requirement for x in b))
+        requirements = requires + build_constraints(p, b)
         try:
             return resolve(requirements, index, when), p, b, when
         except IndexError_ as e:
@@ -414,9 +419,9 @@ def declare(spec: str, *, index: SimpleIndex | None = None, store: Store | None 
         log(f"{name} {version}: {b.requirement}: {b.reason}")
     choices = choose_extras(name, version, facts, root, existing, will_declare, log)
     log(f"{name} {version}: backend {build_system['build-backend']}, generator {facts.generator!r}, "
-        f"resolving {requires + constraints + list(dict.fromkeys(b.requirement for b in bounds))} as of {before}")
+        f"resolving {requires + build_constraints(constraints, bounds)} as of {before}")
     resolved, pin, bounds, before = resolve_build_inputs(requires, constraints, bounds, index, before, log)
-    constraints = pin + list(dict.fromkeys(b.requirement for b in bounds))
+    constraints = build_constraints(pin, bounds)
     conditions = infer_from_archives(store.verified_path(upstream.sha256), store.verified_path(sdist.sha256),
                                      sdist.filename, facts.generator)
     log(f"{name} {version}: build conditions {conditions.describe() or 'none'} (inferred from the upstream wheel "
